@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* The daemon's shared state: one struct, owned by main, touched only on the loop thread. */
+#ifndef DAEMON_H
+#define DAEMON_H
+
+#include <stdbool.h>
+#include <time.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct rpc_server;
+struct gitstage;
+struct state;
+struct hostkeys;
+struct flake;
+struct methods;
+
+struct daemon {
+	uv_loop_t *loop;
+	struct ws_config cfg;
+	char *machine_dir;       /* absolute: REPO/machines/HOST */
+	char *machine_file;      /* absolute: REPO/machines/HOST/default.nix */
+	char *machine_file_rel;  /* machines/HOST/default.nix */
+	char *state_file;        /* STATE_DIR/state.json */
+	struct gitstage *git;    /* owned; used only from one pool job at a time */
+	struct state *state;     /* owned */
+	struct rpc_server *rpc;  /* owned */
+	struct hostkeys *hk;     /* owned; NULL until started */
+	struct methods *m;       /* owned; the write queue and the cached flake model */
+	time_t started;
+	bool stopping;
+};
+
+#endif

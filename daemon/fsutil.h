@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* File helpers: capped reads, atomic replacement (temp file in the same directory, fsync,
+ * rename, fsync of the directory), create-never-overwrite. The only place that renames.
+ * Blocking calls: run them off the loop thread for anything large or on slow disks. */
+#ifndef FSUTIL_H
+#define FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct ws_err;
+
+#define FSUTIL_NEW 0x1 /* fail with -EEXIST (WS_E_FILE_EXISTS) rather than replace */
+
+/* Reads at most @max bytes of @path; -EFBIG if it is larger. The buffer is NUL-terminated
+ * (not counted in *ret_len). Returns 0 or a negative errno (-ENOENT, ...). */
+int fsutil_read(const char *path, size_t max, char **ret_buf, size_t *ret_len);
+/* Like fsutil_read() on an already-open fd (read from its current offset). */
+int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
+
+/* Atomically replaces (or with FSUTIL_NEW creates) @path with @len bytes of @buf: a
+ * `.<name>.XXXXXX` temporary in the same directory, written, fsync'd, given the old file's
+ * mode and owner (0644 for a new file, less the umask), renamed over the target
+ * (renameat2 RENAME_NOREPLACE for FSUTIL_NEW), then the directory fsync'd. On failure the
+ * temporary is removed and the target is untouched. Fills @err (FILE_EXISTS for an existing
+ * file under FSUTIL_NEW). Returns 0 or a negative errno. */
+int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
+		   struct ws_err *err);
+
+/* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */
+int fsutil_remove(const char *path);
+/* mkdir -p with @mode for each created component. */
+int fsutil_mkdir_p(const char *path, mode_t mode);
+/* join "a" "b" -> "a/b" (malloc'd). */
+char *fsutil_join(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/* Every libgit2 call of the daemon: the repository is opened once and kept open; paths are
+ * staged by writing blobs and index entries for exactly those paths, never others. Maps
+ * libgit2's codes to our errors (GIT_ELOCKED -> BUSY after a bounded retry). Calls block:
+ * run them on the thread pool, one at a time. */
+#ifndef GITSTAGE_H
+#define GITSTAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct ws_err;
+struct gitstage;
+
+/* Opens the repository whose work tree is @workdir. Refuses (GIT_ERROR, clear message) a
+ * path that is not a git work tree, and one owned by another uid than ours (naming both
+ * uids and the fix: run as the owner, or safe.directory). */
+int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *err);
+void gitstage_free(struct gitstage *g);
+const char *gitstage_workdir(const struct gitstage *g);   /* absolute, no trailing '/' */
+const char *gitstage_index_path(const struct gitstage *g); /* .git/index */
+
+/* The bytes the index holds for @path (relative to the work tree): -ENOENT when the path is
+ * not in the index. NUL-terminated, malloc'd. */
+int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
+			struct ws_err *err);
+
+struct gitstage_entry {
+	const char *path;  /* relative to the work tree */
+	const void *buf;   /* the blob to stage */
+	size_t len;
+	unsigned mode;     /* 0100644 or 0100755; 0: the mode of the file in the work tree */
+};
+
+/* Stages @n entries (a blob each) in one index write. The index is re-read from disk first
+ * (other git processes may have changed it). While .git/index.lock exists, retries for up
+ * to @lock_wait_ms, then fails with WS_E_BUSY naming the lock file; never removes the lock.
+ * Returns 0 or a negative errno. */
+int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+		   int lock_wait_ms, struct ws_err *err);
+
+/* Raw bytes of .git/index (-ENOENT when the repository has no index yet), for
+ * gitstage_restore_index(). */
+int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
+			    struct ws_err *err);
+/* Puts back an index snapshot byte for byte, under index.lock (git's own protocol: create
+ * the lock exclusively, write, fsync, rename). @buf NULL removes the index (it did not
+ * exist). Retries the lock like gitstage_stage(). */
+int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
+			   struct ws_err *err);
+
+#endif

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* Host-key watcher and validation. A raw inotify fd in a uv_poll_t follows
+ * SANDBOX_ROOT/NAME/ssh-host-keys/ for every declared workspace as the path comes into
+ * existence, reacts to close-after-write and rename-into-place, debounces bursts, and hands
+ * the daemon the names whose key file settled, in one batch. Key files are hostile input:
+ * opened O_NOFOLLOW, regular files of bounded size, exactly one well-formed ssh-ed25519
+ * key whose blob decodes and names the same type; only the canonical "TYPE BASE64" leaves
+ * this module. */
+#ifndef HOSTKEYS_H
+#define HOSTKEYS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct ws_err;
+struct hostkeys;
+
+#define HOSTKEY_FILE "ssh-host-keys/ssh_host_ed25519_key.pub"
+#define HOSTKEY_MAX_BYTES 16384
+
+/* Called from the loop with the names whose key file was written, created or renamed into
+ * place (debounced), or found by a scan. */
+typedef void (*hostkeys_batch_fn)(void *userdata, const char *const *names, size_t n);
+
+int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
+		 hostkeys_batch_fn cb, void *userdata, struct hostkeys **ret_hk,
+		 struct ws_err *err);
+/* The watched set follows the declarations: names not watched yet are watched and scanned
+ * at once; names no longer declared are dropped. */
+int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
+		       struct ws_err *err);
+/* Closes the poll handle and the timer; @done (may be NULL) once they are closed. */
+void hostkeys_close(struct hostkeys *hk, void (*done)(void *ud), void *ud);
+void hostkeys_free(struct hostkeys *hk);
+
+/* SANDBOX_ROOT/NAME/ssh-host-keys/ssh_host_ed25519_key.pub (malloc'd). */
+char *hostkey_path(const char *sandbox_root, const char *name);
+/* Reads and validates a key file: O_NOFOLLOW, regular file, at most HOSTKEY_MAX_BYTES.
+ * -ENOENT (WS_E_HOSTKEY_MISSING) when absent, -EINVAL (WS_E_HOSTKEY_INVALID) otherwise.
+ * An empty file is -EAGAIN (WS_E_HOSTKEY_MISSING): its content may still be coming. */
+int hostkey_read(const char *path, char **ret_canonical, struct ws_err *err);
+/* Validates text: exactly one line "ssh-ed25519 BASE64 [comment]" (CRLF and a missing final
+ * newline accepted), base64 decoding to string "ssh-ed25519" + a 32-byte key and nothing
+ * else. Returns the canonical "ssh-ed25519 BASE64". */
+int hostkey_parse(const char *buf, size_t len, char **ret_canonical, struct ws_err *err);
+/* "SHA256:..." as ssh-keygen -l prints it (unpadded base64 of the blob's SHA-256). */
+int hostkey_fingerprint(const char *canonical, char **ret_fp);
+
+#endif

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* The daemon's own state file ($XDG_STATE_HOME/workspaced/state.json): what the repository
+ * cannot hold. The host key first seen per workspace (trust on first use), addresses
+ * released recently (not handed out again at once), and a journal of operations in
+ * flight. Written atomically through fsutil. */
+#ifndef STATE_H
+#define STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct ws_err;
+struct state;
+
+#define STATE_MAX_BYTES (16 * 1024 * 1024)
+
+/* Loads @path; a missing file is an empty state. Corrupt JSON fails with a message naming
+ * the file. The path is kept for state_save(). */
+int state_load(const char *path, struct state **ret_st, struct ws_err *err);
+void state_free(struct state *st);
+/* Writes the state atomically (mode 0600). */
+int state_save(struct state *st, struct ws_err *err);
+/* Serialized bytes, for comparing states in tests and for rollback. malloc'd. */
+char *state_dump(const struct state *st);
+/* Replaces the in-memory state by a dump (rollback). */
+int state_restore(struct state *st, const char *dump, struct ws_err *err);
+
+/* Trust on first use: the registered canonical key of @name, or NULL. */
+const char *state_hostkey(const struct state *st, const char *name);
+int state_set_hostkey(struct state *st, const char *name, const char *key);
+
+/* Released addresses are held back for @hold_seconds after release. */
+int state_release_ip(struct state *st, uint32_t ip, time_t now);
+/* Addresses still held back at @now: malloc'd array in *ret (may be NULL when n is 0). */
+size_t state_held_ips(const struct state *st, time_t now, time_t hold_seconds, uint32_t **ret);
+
+/* Journal of an operation in flight: set before the first write, cleared when it ends. */
+int state_journal_begin(struct state *st, const char *op_json);
+void state_journal_end(struct state *st);
+const char *state_journal(const struct state *st); /* NULL when none */
+
+#endif

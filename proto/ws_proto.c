@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: MIT
+/* Shared protocol helpers: error objects, workspace types and naming rules, line framing.
+ * Nothing here does I/O; the daemon and wsctl both link it. */
+#include "ws_proto.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+void json_putp(struct json_object **o)
+{
+	if (*o)
+		json_object_put(*o);
+	*o = NULL;
+}
+
+static int vfail(struct ws_err *err, int r, int code, const char *file, int line, int column,
+		 const char *fmt, va_list ap)
+{
+	if (!err)
+		return r;
+	ws_err_clear(err);
+	err->code = code;
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	if (file)
+		snprintf(err->file, sizeof(err->file), "%s", file);
+	err->line = line;
+	err->column = column;
+	return r;
+}
+
+int ws_fail(struct ws_err *err, int r, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = vfail(err, r, code, NULL, 0, 0, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int ws_fail_at(struct ws_err *err, int r, int code, const char *file, int line, int column,
+	       const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = vfail(err, r, code, file, line, column, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static struct json_object *err_data(struct ws_err *err)
+{
+	if (!err->data)
+		err->data = json_object_new_object();
+	return err->data;
+}
+
+void ws_err_set_str(struct ws_err *err, const char *key, const char *value)
+{
+	if (!err)
+		return;
+	/* data now owns the new string */
+	json_object_object_add(err_data(err), key, value ? json_object_new_string(value) : NULL);
+}
+
+void ws_err_set_int(struct ws_err *err, const char *key, int64_t value)
+{
+	if (!err)
+		return;
+	json_object_object_add(err_data(err), key, json_object_new_int64(value));
+}
+
+void ws_err_clear(struct ws_err *err)
+{
+	if (!err)
+		return;
+	json_putp(&err->data);
+	memset(err, 0, sizeof(*err));
+}
+
+void ws_err_move(struct ws_err *dst, struct ws_err *src)
+{
+	ws_err_clear(dst);
+	*dst = *src;
+	memset(src, 0, sizeof(*src));
+}
+
+const char *ws_err_kind(int code)
+{
+	switch (code) {
+#define WS_ERROR(kind, c, text)                                                                    \
+	case c:                                                                                    \
+		return #kind;
+#include "ws_errors.def"
+#undef WS_ERROR
+	default:
+		return NULL;
+	}
+}
+
+struct json_object *ws_err_to_json(const struct ws_err *err)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *data = NULL;
+	int code = err->code ? err->code : WS_RPC_INTERNAL_ERROR;
+	const char *kind = ws_err_kind(code);
+
+	json_object_object_add(o, "code", json_object_new_int(code));
+	json_object_object_add(o, "message",
+			       json_object_new_string(err->message[0] ? err->message
+								      : "internal error"));
+	if (kind || err->file[0] || err->data) {
+		data = json_object_new_object();
+		if (kind)
+			json_object_object_add(data, "kind", json_object_new_string(kind));
+		if (err->file[0])
+			json_object_object_add(data, "file", json_object_new_string(err->file));
+		if (err->line > 0)
+			json_object_object_add(data, "line", json_object_new_int(err->line));
+		if (err->column > 0)
+			json_object_object_add(data, "column", json_object_new_int(err->column));
+		if (err->data) {
+			json_object_object_foreach(err->data, k, v)
+			{
+				/* data now owns a new reference to v */
+				json_object_object_add(data, k, json_object_get(v));
+			}
+		}
+		json_object_object_add(o, "data", data); /* o now owns data */
+	}
+	return o;
+}
+
+static const char *const type_names[WS_TYPE_COUNT] = {"vm", "container", "incus"};
+static const size_t type_name_max[WS_TYPE_COUNT] = {12, 11, 53};
+static const char *const type_iface[WS_TYPE_COUNT] = {
+	"the tap interface is vm-NAME, at most 15 bytes",
+	"the host interface is ve-NAME, at most 15 bytes",
+	"the Incus instance is workspace-NAME, at most 63 characters",
+};
+
+int ws_type_from_string(const char *s)
+{
+	for (int i = 0; s && i < WS_TYPE_COUNT; i++)
+		if (strcmp(s, type_names[i]) == 0)
+			return i;
+	return -EINVAL;
+}
+
+const char *ws_type_to_string(enum ws_type t)
+{
+	return t < WS_TYPE_COUNT ? type_names[t] : "unknown";
+}
+
+size_t ws_type_name_max(enum ws_type t)
+{
+	return t < WS_TYPE_COUNT ? type_name_max[t] : 0;
+}
+
+char *ws_unit_name(enum ws_type t, const char *name)
+{
+	char *s = NULL;
+	int r;
+
+	switch (t) {
+	case WS_TYPE_VM:
+		r = asprintf(&s, "microvm@%s.service", name);
+		break;
+	case WS_TYPE_CONTAINER:
+		r = asprintf(&s, "container@%s.service", name);
+		break;
+	case WS_TYPE_INCUS:
+		r = asprintf(&s, "incus-workspace-%s.service", name);
+		break;
+	default:
+		return NULL;
+	}
+	return r < 0 ? NULL : s;
+}
+
+int ws_name_validate(const char *name, enum ws_type type, struct ws_err *err)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	if (len == 0)
+		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID, "the name is empty");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')
+			continue;
+		if (c == '_')
+			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+				       "name \"%s\" contains '_', which is not allowed; use '-'",
+				       name);
+		if (c >= 'A' && c <= 'Z')
+			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+				       "name \"%s\" contains upper case '%c'; names are lower "
+				       "case letters, digits and '-'",
+				       name, c);
+		if (c == '.')
+			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+				       "name \"%s\" contains '.'; names are lower case letters, "
+				       "digits and '-'",
+				       name);
+		if (c >= 0x80)
+			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+				       "name contains a non-ASCII character; names are lower case "
+				       "letters a-z, digits and '-'");
+		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+			       "name contains the character %s%c%s (byte 0x%02x); names are lower "
+			       "case letters, digits and '-'",
+			       isprint(c) ? "'" : "", isprint(c) ? c : '?', isprint(c) ? "'" : "", c);
+	}
+	if (name[0] == '-' || name[len - 1] == '-')
+		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+			       "name \"%s\" must not start or end with '-'", name);
+	if (type < WS_TYPE_COUNT && len > type_name_max[type])
+		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+			       "name \"%s\" is %zu characters; %s names are limited to %zu (%s)",
+			       name, len, type_names[type], type_name_max[type], type_iface[type]);
+	return 0;
+}
+
+bool ws_nix_ident_ok(const char *name)
+{
+	static const char *const keywords[] = {"if",  "then",    "else", "assert", "with",
+					       "let", "in",      "rec",  "inherit", "or"};
+	if (!name || !(isalpha((unsigned char)name[0]) || name[0] == '_'))
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '\'' || *p == '-'))
+			return false;
+	for (size_t i = 0; i < WS_ARRAY_SIZE(keywords); i++)
+		if (strcmp(name, keywords[i]) == 0)
+			return false;
+	return true;
+}
+
+void ws_linebuf_init(struct ws_linebuf *lb, size_t max)
+{
+	memset(lb, 0, sizeof(*lb));
+	lb->max = max;
+}
+
+void ws_linebuf_free(struct ws_linebuf *lb)
+{
+	free(lb->buf);
+	lb->buf = NULL;
+	lb->len = lb->cap = 0;
+}
+
+int ws_linebuf_feed(struct ws_linebuf *lb, const char *data, size_t len,
+		    int (*cb)(void *userdata, char *line, size_t len), void *userdata)
+{
+	while (len > 0) {
+		const char *nl = memchr(data, '\n', len);
+		size_t take = nl ? (size_t)(nl - data) : len;
+
+		if (lb->len + take > lb->max)
+			return -EMSGSIZE;
+		if (lb->len + take + 1 > lb->cap) {
+			size_t cap = lb->cap ? lb->cap : 4096;
+			char *b;
+
+			while (cap < lb->len + take + 1)
+				cap *= 2;
+			b = realloc(lb->buf, cap);
+			if (!b)
+				return -ENOMEM;
+			lb->buf = b;
+			lb->cap = cap;
+		}
+		memcpy(lb->buf + lb->len, data, take);
+		lb->len += take;
+		data += take;
+		len -= take;
+		if (!nl)
+			break;
+		data++; /* the newline */
+		len--;
+		{
+			size_t l = lb->len;
+			int r;
+
+			if (l > 0 && lb->buf[l - 1] == '\r')
+				l--;
+			lb->buf[l] = '\0';
+			lb->len = 0;
+			r = cb(userdata, lb->buf, l);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
