@@ -32,4 +32,8 @@ struct daemon {
 	bool stopping;
 };
 
+/* Called by methods when the daemon is stopping and the last write has finished: closes
+ * the server and every handle so the loop can end. (main.c) */
+void daemon_idle(struct daemon *d);
+
 #endif

@@ -5,9 +5,13 @@
 #ifndef METHODS_H
 #define METHODS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "ws_proto.h"
 
 struct daemon;
+struct methods;
 struct rpc_call;
 struct rpc_method;
 struct json_object;
@@ -18,6 +22,10 @@ void methods_free(struct methods *m);
 const struct rpc_method *methods_table(size_t *ret_n);
 /* Host-key watcher batch (hostkeys_batch_fn). */
 void methods_hostkeys_cb(void *userdata, const char *const *names, size_t n);
+/* Tells the host-key watcher (d->hk, once created) which names are declared. */
+void methods_start_watching(struct methods *m);
+/* No write is running or queued. */
+bool methods_idle(const struct methods *m);
 /* The machine file changed outside the daemon: re-read, emit config.changed. */
 void methods_machine_changed(struct daemon *d);
 

@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: MIT
+/* workspaced: start-up checks, the event loop, signals and shutdown, and `--check`. Parsing
+ * flags belongs to config.c, the socket to rpc.c, the work to methods.c; main wires them and
+ * owns the one struct daemon. */
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "flake.h"
+#include "fsutil.h"
+#include "gitstage.h"
+#include "hostkeys.h"
+#include "log.h"
+#include "methods.h"
+#include "nix_tree.h"
+#include "rpc.h"
+#include "sdglue.h"
+#include "state.h"
+
+#define CHECK_MAX_BYTES (64 * 1024 * 1024)
+#define HOSTKEY_DEBOUNCE_MS 50
+
+static uv_signal_t sig_int, sig_term, sig_hup;
+
+/* `workspaced --check FILE...`: our parser's verdict on each file, nothing started. */
+static int check_files(char **files)
+{
+	int bad = 0;
+
+	for (char **f = files; *f; f++) {
+		WS_AUTOFREE char *buf = NULL;
+		struct ws_err err = {0};
+		size_t len = 0;
+		int r;
+
+		r = fsutil_read(*f, CHECK_MAX_BYTES, &buf, &len);
+		if (r < 0) {
+			printf("%s: cannot read: %s\n", *f, strerror(-r));
+			bad = 1;
+			continue;
+		}
+		r = nix_check_buffer(buf, len, *f, &err);
+		if (r < 0) {
+			printf("%s:%d:%d: %s\n", *f, err.line, err.column, err.message);
+			bad = 1;
+		} else {
+			printf("%s: ok\n", *f);
+		}
+		ws_err_clear(&err);
+	}
+	fflush(stdout);
+	return bad;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void rpc_closed_cb(void *ud)
+{
+	(void)ud;
+}
+
+static void hk_closed_cb(void *ud)
+{
+	(void)ud;
+}
+
+void daemon_idle(struct daemon *d)
+{
+	static bool closing;
+
+	if (closing)
+		return;
+	closing = true;
+	log_info("shutting down");
+	sdglue_watchdog_stop();
+	if (d->rpc)
+		rpc_server_close(d->rpc, rpc_closed_cb, d);
+	if (d->hk)
+		hostkeys_close(d->hk, hk_closed_cb, d);
+	methods_free(d->m);
+	uv_close((uv_handle_t *)&sig_int, close_cb);
+	uv_close((uv_handle_t *)&sig_term, close_cb);
+	uv_close((uv_handle_t *)&sig_hup, close_cb);
+}
+
+static void stop_signal_cb(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	sdglue_stopping();
+	log_info("%s received, finishing in-flight writes", strsignal(signum));
+	if (methods_idle(d->m))
+		daemon_idle(d);
+}
+
+static void hup_signal_cb(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+	struct ws_err err = {0};
+
+	sdglue_reloading();
+	if (config_reload(&d->cfg, &err) < 0)
+		log_error("reloading the configuration failed, keeping the old one: %s",
+			  err.message);
+	else
+		log_info("configuration reloaded%s%s", d->cfg.config_file ? " from " : "",
+			 d->cfg.config_file ? d->cfg.config_file : "");
+	ws_err_clear(&err);
+	log_set_level(d->cfg.log_level);
+	methods_machine_changed(d);
+	sdglue_ready("reloaded");
+}
+
+static int startup_checks(struct daemon *d, struct ws_err *err)
+{
+	struct stat st;
+	int r;
+
+	if (stat(d->cfg.repo, &st) < 0 || !S_ISDIR(st.st_mode))
+		return ws_fail(err, -ENOENT, 0, "the repository '%s' does not exist or is not a "
+			       "directory (--repo)", d->cfg.repo);
+	if (asprintf(&d->machine_file_rel, "machines/%s/default.nix", d->cfg.machine) < 0 ||
+	    asprintf(&d->machine_dir, "%s/machines/%s", d->cfg.repo, d->cfg.machine) < 0 ||
+	    asprintf(&d->machine_file, "%s/default.nix", d->machine_dir) < 0)
+		return -ENOMEM;
+	r = gitstage_open(d->cfg.repo, &d->git, err);
+	if (r < 0)
+		return r;
+	if (stat(d->machine_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return ws_fail(err, -ENOENT, 0,
+			       "'%s' does not exist: the repository has no machine '%s' (set "
+			       "--machine to the directory name under machines/)",
+			       d->machine_dir, d->cfg.machine);
+	if (stat(d->machine_file, &st) < 0 || !S_ISREG(st.st_mode))
+		return ws_fail(err, -ENOENT, 0,
+			       "'%s' does not exist: the machine's configuration must be in "
+			       "machines/%s/default.nix",
+			       d->machine_file, d->cfg.machine);
+	r = fsutil_mkdir_p(d->cfg.state_dir, 0700);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot create the state directory '%s': %s",
+			       d->cfg.state_dir, strerror(-r));
+	d->state_file = fsutil_join(d->cfg.state_dir, "state.json");
+	if (!d->state_file)
+		return -ENOMEM;
+	return state_load(d->state_file, &d->state, err);
+}
+
+static int start_listening(struct daemon *d, struct ws_err *err)
+{
+	size_t n_methods = 0;
+	const struct rpc_method *table = methods_table(&n_methods);
+	struct rpc_limits limits = {.max_message = d->cfg.max_message};
+	gid_t gid = (gid_t)-1;
+	int fd, r;
+
+	r = rpc_server_new(d->loop, table, n_methods, &limits, d, &d->rpc);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot create the server: %s", strerror(-r));
+	fd = sdglue_listen_fd();
+	if (fd < 0)
+		return ws_fail(err, fd, 0, "systemd passed more than one socket; expected one");
+	if (fd > 0) {
+		log_info("using the socket passed by systemd");
+		return rpc_server_listen_fd(d->rpc, fd, err);
+	}
+	if (d->cfg.group) {
+		struct group *g = getgrnam(d->cfg.group);
+		if (!g)
+			return ws_fail(err, -ENOENT, 0, "unknown group '%s' (config key group)",
+				       d->cfg.group);
+		gid = g->gr_gid;
+	}
+	return rpc_server_listen_path(d->rpc, d->cfg.socket_path,
+				      gid == (gid_t)-1 ? 0600 : 0660, gid, err);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = {0};
+	struct ws_err err = {0};
+	int r;
+
+	sdglue_init();
+	log_init("workspaced");
+	r = config_load(argc, argv, &d.cfg, &err);
+	if (r < 0) {
+		fprintf(stderr, "workspaced: %s\nTry 'workspaced --help'.\n", err.message);
+		return 2;
+	}
+	if (d.cfg.show_help) {
+		config_usage(stdout);
+		return 0;
+	}
+	if (d.cfg.show_version) {
+		printf("workspaced %s (protocol %d)\n", WS_VERSION, WS_PROTO_VERSION);
+		return 0;
+	}
+	if (d.cfg.check_files)
+		return check_files(d.cfg.check_files);
+	log_set_level(d.cfg.log_level);
+	(void)signal(SIGPIPE, SIG_IGN);
+
+	r = startup_checks(&d, &err);
+	if (r < 0) {
+		log_error("%s", err.message[0] ? err.message : strerror(-r));
+		return 1;
+	}
+	d.loop = uv_default_loop();
+	d.started = time(NULL);
+	r = methods_new(&d, &d.m);
+	if (r < 0) {
+		log_error("cannot start: %s", strerror(-r));
+		return 1;
+	}
+	r = start_listening(&d, &err);
+	if (r < 0) {
+		log_error("%s", err.message[0] ? err.message : strerror(-r));
+		return 1;
+	}
+	r = hostkeys_new(d.loop, d.cfg.sandbox_root, HOSTKEY_DEBOUNCE_MS, methods_hostkeys_cb,
+			 &d, &d.hk, &err);
+	if (r < 0) {
+		log_warning("host keys will not be written back automatically: %s", err.message);
+		ws_err_clear(&err);
+		d.hk = NULL;
+	}
+	methods_start_watching(d.m);
+
+	uv_signal_init(d.loop, &sig_int);
+	uv_signal_init(d.loop, &sig_term);
+	uv_signal_init(d.loop, &sig_hup);
+	sig_int.data = sig_term.data = sig_hup.data = &d;
+	uv_signal_start(&sig_int, stop_signal_cb, SIGINT);
+	uv_signal_start(&sig_term, stop_signal_cb, SIGTERM);
+	uv_signal_start(&sig_hup, hup_signal_cb, SIGHUP);
+
+	(void)sdglue_watchdog_start(d.loop);
+	log_info("serving %s on %s (machine %s)", d.cfg.repo, d.cfg.socket_path, d.cfg.machine);
+	sdglue_ready("ready");
+
+	uv_run(d.loop, UV_RUN_DEFAULT);
+
+	if (d.rpc)
+		rpc_server_free(d.rpc);
+	if (d.hk)
+		hostkeys_free(d.hk);
+	r = uv_loop_close(d.loop);
+	if (r < 0)
+		log_warning("the event loop still had handles at exit: %s", uv_strerror(r));
+	state_free(d.state);
+	gitstage_free(d.git);
+	free(d.machine_dir);
+	free(d.machine_file);
+	free(d.machine_file_rel);
+	free(d.state_file);
+	config_clear(&d.cfg);
+	ws_err_clear(&err);
+	return 0;
+}

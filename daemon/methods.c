@@ -1,0 +1,1582 @@
+// SPDX-License-Identifier: MIT
+/* The RPC method handlers and the write path. Reads (list, show, info) answer from a cached
+ * parse of the machine file, refreshed whenever its bytes change. Writes (create, host-key
+ * registration, from RPC or from the watcher) run one at a time in arrival order; their file
+ * and git work runs on the thread pool with its own copies, verification runs as a child
+ * process, and any failure after a write puts every file and the index back as they were.
+ * This module does not parse Nix, talk to sockets or call libgit2 itself. */
+#include "methods.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <uv.h>
+
+#include "daemon.h"
+#include "flake.h"
+#include "fsutil.h"
+#include "gitstage.h"
+#include "hostkeys.h"
+#include "ipam.h"
+#include "log.h"
+#include "rpc.h"
+#include "sdglue.h"
+#include "state.h"
+#include "textdiff.h"
+#include "verify.h"
+
+#define MACHINE_MAX_BYTES (16 * 1024 * 1024)
+#define LOCK_WAIT_MS 500
+#define RELEASE_HOLD_SECONDS (24 * 3600)
+#define DIR_DEBOUNCE_MS 100
+
+enum op_kind { OP_CREATE, OP_HOSTKEY };
+
+enum hk_status { HK_MISSING, HK_EMPTY, HK_INVALID, HK_UNKNOWN, HK_SAME, HK_MISMATCH,
+		 HK_REGISTERED };
+
+struct hk_item {
+	char *name;
+	enum hk_status status;
+	char *key;          /* canonical key read from the file */
+	char *old_key;      /* the key registered before (file or state) */
+	char *message;      /* why it is invalid */
+	bool state_update;  /* record @key as trusted */
+};
+
+/* Everything a pool job needs, copied so the loop may change its own state meanwhile. */
+struct write_op {
+	uv_work_t work;              /* first member: callbacks cast back */
+	struct write_op *next;
+	struct methods *m;           /* borrowed: outlives every op */
+	enum op_kind kind;
+	struct rpc_call *call;       /* NULL for watcher batches */
+	char *request_id;
+
+	/* inputs */
+	char *repo, *machine_dir, *machine_file, *machine_rel, *sandbox_root;
+	struct gitstage *git;        /* borrowed; one job at a time */
+	struct ipam_cfg ipam;
+	uint32_t *held;
+	size_t n_held;
+	char *name;
+	enum ws_type type;
+	char *ip_req;
+	bool auto_start, dry_run, replace;
+	enum verify_level verify;
+	struct hk_item *hk;
+	size_t n_hk;
+
+	/* results (worker) */
+	int r;
+	struct ws_err err;
+	char *main_old, *main_new;
+	size_t main_old_len, main_new_len;
+	char *ws_path, *ws_rel, *ws_text;
+	char *idx_snap;
+	size_t idx_snap_len;
+	bool idx_existed;
+	bool wrote_main, wrote_ws, wrote_index, dir_created, staged_main;
+	char *stage_note;
+	char *diff;
+	size_t diff_len;
+	char ip[16];
+	struct flake *new_flake;     /* parse of main_new, handed to the loop */
+	bool undo_done;
+	struct verify_job *vjob;
+	struct json_object *verify_result;
+};
+
+struct methods {
+	struct daemon *d;            /* borrowed: owns us */
+	struct flake *flake;         /* cached parse of the machine file, or NULL */
+	struct ws_err flake_err;     /* why flake is NULL */
+	char *bytes;                 /* the bytes @flake (or flake_err) was made from */
+	size_t bytes_len;
+	bool have_bytes;
+	struct write_op *head, *tail;
+	bool busy;
+	bool recheck_pending;
+	uv_fs_event_t dir_ev;
+	uv_timer_t dir_timer;
+	bool dir_started;
+	int n_open_handles;
+};
+
+static void op_free(struct write_op *op)
+{
+	if (!op)
+		return;
+	free(op->request_id);
+	free(op->repo);
+	free(op->machine_dir);
+	free(op->machine_file);
+	free(op->machine_rel);
+	free(op->sandbox_root);
+	free(op->held);
+	free(op->name);
+	free(op->ip_req);
+	for (size_t i = 0; i < op->n_hk; i++) {
+		free(op->hk[i].name);
+		free(op->hk[i].key);
+		free(op->hk[i].old_key);
+		free(op->hk[i].message);
+	}
+	free(op->hk);
+	ws_err_clear(&op->err);
+	free(op->main_old);
+	free(op->main_new);
+	free(op->ws_path);
+	free(op->ws_rel);
+	free(op->ws_text);
+	free(op->idx_snap);
+	free(op->stage_note);
+	free(op->diff);
+	flake_free(op->new_flake);
+	json_putp(&op->verify_result);
+	free(op);
+}
+
+/* ---- the cached model --------------------------------------------------------------- */
+
+static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
+	WS_PRINTF(3, 4);
+static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
+{
+	struct json_object *p = json_object_new_object();
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_object_object_add(p, "kind", json_object_new_string(kind));
+	json_object_object_add(p, "message", json_object_new_string(msg));
+	if (!e->problems)
+		e->problems = json_object_new_array();
+	json_object_array_add(e->problems, p); /* problems now owns p */
+}
+
+/* A `config` that is a relative path literal must exist next to the machine file. */
+static void annotate_config(struct methods *m, struct ws_entry *e)
+{
+	WS_AUTOFREE char *path = NULL;
+	struct stat st;
+
+	if (!e->config) {
+		add_problem(e, "CONFIG_MISSING", "the entry has no `config` attribute");
+		return;
+	}
+	if (strncmp(e->config, "./", 2) != 0 && strncmp(e->config, "../", 3) != 0)
+		return; /* computed or absolute: not ours to judge */
+	if (strpbrk(e->config, "${ \t\"'"))
+		return;
+	path = fsutil_join(m->d->machine_dir, e->config);
+	if (path && stat(path, &st) < 0)
+		add_problem(e, "CONFIG_MISSING", "%s does not exist (relative to %s)", e->config,
+			    m->d->machine_dir);
+}
+
+static void annotate(struct methods *m, struct flake *f)
+{
+	struct ws_entry *e = flake_entries(f);
+	size_t n = flake_n_entries(f);
+
+	ipam_annotate(&m->d->cfg.ipam, e, n);
+	for (size_t i = 0; i < n; i++)
+		annotate_config(m, &e[i]);
+}
+
+static void update_watched_names(struct methods *m)
+{
+	struct ws_err err = {0};
+	const char **names = NULL;
+	size_t n = 0;
+
+	if (!m->d->hk || !m->flake)
+		return;
+	n = flake_n_entries(m->flake);
+	names = calloc(n ? n : 1, sizeof(*names));
+	if (!names)
+		return;
+	for (size_t i = 0; i < n; i++)
+		names[i] = flake_entries(m->flake)[i].name;
+	if (hostkeys_set_names(m->d->hk, names, n, &err) < 0)
+		log_warning("host-key watcher: %s", err.message);
+	ws_err_clear(&err);
+	free(names);
+}
+
+/* Takes ownership of @f (made from @bytes). */
+static void cache_set(struct methods *m, struct flake *f, const char *bytes, size_t len,
+		      const struct ws_err *err)
+{
+	char *copy = malloc(len + 1);
+
+	if (!copy)
+		return;
+	memcpy(copy, bytes, len);
+	copy[len] = '\0';
+	flake_free(m->flake);
+	m->flake = f;
+	ws_err_clear(&m->flake_err);
+	if (!f && err) {
+		m->flake_err = *err;
+		m->flake_err.data = err->data ? json_object_get(err->data) : NULL;
+	}
+	free(m->bytes);
+	m->bytes = copy;
+	m->bytes_len = len;
+	m->have_bytes = true;
+	if (f)
+		annotate(m, f);
+	update_watched_names(m);
+}
+
+/* Re-reads the machine file; re-parses only when its bytes changed. Returns 1 when they
+ * changed, 0 when not, < 0 (with @err) when the file cannot be read. */
+static int cache_refresh(struct methods *m, struct ws_err *err)
+{
+	WS_AUTOFREE char *buf = NULL;
+	struct flake *f = NULL;
+	struct ws_err perr = {0};
+	size_t len = 0;
+	int r;
+
+	r = fsutil_read(m->d->machine_file, MACHINE_MAX_BYTES, &buf, &len);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot read '%s': %s", m->d->machine_file_rel,
+			       strerror(-r));
+	if (m->have_bytes && len == m->bytes_len && memcmp(buf, m->bytes, len) == 0)
+		return 0;
+	r = flake_parse(m->d->machine_file_rel, buf, len, &f, &perr);
+	cache_set(m, r < 0 ? NULL : f, buf, len, r < 0 ? &perr : NULL);
+	ws_err_clear(&perr);
+	return 1;
+}
+
+/* The current model, or NULL with @err (unreadable or unparsable file). */
+static struct flake *model(struct methods *m, struct ws_err *err)
+{
+	int r = cache_refresh(m, err);
+
+	if (r < 0)
+		return NULL;
+	if (!m->flake) {
+		ws_err_clear(err);
+		*err = m->flake_err;
+		err->data = m->flake_err.data ? json_object_get(m->flake_err.data) : NULL;
+		return NULL;
+	}
+	return m->flake;
+}
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+
+static struct json_object *str_or_null(const char *s)
+{
+	return s ? json_object_new_string(s) : NULL;
+}
+
+static struct json_object *entry_json(struct methods *m, const struct ws_entry *e)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *src = json_object_new_object();
+	int t = ws_type_from_string(e->type);
+
+	json_object_object_add(o, "name", json_object_new_string(e->name));
+	json_object_object_add(o, "type", str_or_null(e->type));
+	json_object_object_add(o, "ip", str_or_null(e->ip));
+	if (e->ip_expr)
+		json_object_object_add(o, "ipExpr", json_object_new_string(e->ip_expr));
+	json_object_object_add(o, "config", str_or_null(e->config));
+	json_object_object_add(o, "autoStart", e->auto_start < 0
+						       ? NULL
+						       : json_object_new_boolean(e->auto_start));
+	json_object_object_add(o, "hostKey", str_or_null(e->host_key));
+	if (t >= 0) {
+		WS_AUTOFREE char *unit = ws_unit_name((enum ws_type)t, e->name);
+		json_object_object_add(o, "unit", str_or_null(unit));
+	} else {
+		json_object_object_add(o, "unit", NULL);
+	}
+	json_object_object_add(src, "file", json_object_new_string(m->d->machine_file_rel));
+	json_object_object_add(src, "line", json_object_new_int(e->line));
+	json_object_object_add(o, "source", src); /* o now owns src */
+	json_object_object_add(o, "extra",
+			       e->extra ? json_object_get(e->extra) : json_object_new_object());
+	json_object_object_add(o, "problems", e->problems ? json_object_get(e->problems)
+							  : json_object_new_array());
+	return o;
+}
+
+/* ---- params ---------------------------------------------------------------------------- */
+
+static int param_str(struct json_object *params, const char *key, bool required,
+		     const char **ret, struct ws_err *err)
+{
+	struct json_object *v = NULL;
+
+	*ret = NULL;
+	if (!params || !json_object_object_get_ex(params, key, &v) || !v) {
+		if (required)
+			return ws_fail(err, -EINVAL, WS_RPC_INVALID_PARAMS,
+				       "missing parameter \"%s\"", key);
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return ws_fail(err, -EINVAL, WS_RPC_INVALID_PARAMS,
+			       "parameter \"%s\" must be a string", key);
+	*ret = json_object_get_string(v);
+	return 0;
+}
+
+static int param_bool(struct json_object *params, const char *key, bool *ret,
+		      struct ws_err *err)
+{
+	struct json_object *v = NULL;
+
+	*ret = false;
+	if (!params || !json_object_object_get_ex(params, key, &v) || !v)
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean))
+		return ws_fail(err, -EINVAL, WS_RPC_INVALID_PARAMS,
+			       "parameter \"%s\" must be true or false", key);
+	*ret = json_object_get_boolean(v);
+	return 0;
+}
+
+static void fail_call(struct rpc_call *call, struct ws_err *err)
+{
+	rpc_call_fail(call, err);
+	ws_err_clear(err);
+}
+
+/* ---- the write queue ------------------------------------------------------------------ */
+
+static void op_start(struct write_op *op);
+static void machine_recheck(struct methods *m);
+
+static void queue_next(struct methods *m)
+{
+	if (m->busy || !m->head)
+		return;
+	m->busy = true;
+	op_start(m->head);
+}
+
+static void queue_push(struct methods *m, struct write_op *op)
+{
+	if (m->tail)
+		m->tail->next = op;
+	else
+		m->head = op;
+	m->tail = op;
+	queue_next(m);
+}
+
+static void op_finish(struct write_op *op)
+{
+	struct methods *m = op->m;
+
+	m->head = op->next;
+	if (!m->head)
+		m->tail = NULL;
+	m->busy = false;
+	op_free(op);
+	if (m->recheck_pending) {
+		m->recheck_pending = false;
+		machine_recheck(m);
+	}
+	if (m->d->stopping && !m->head) {
+		daemon_idle(m->d);
+		return;
+	}
+	queue_next(m);
+}
+
+static struct write_op *op_new(struct methods *m, enum op_kind kind, struct rpc_call *call)
+{
+	struct daemon *d = m->d;
+	struct write_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->m = m;
+	op->kind = kind;
+	op->call = call;
+	op->request_id = call ? strdup(rpc_call_id_text(call)) : NULL;
+	op->repo = strdup(d->cfg.repo);
+	op->machine_dir = strdup(d->machine_dir);
+	op->machine_file = strdup(d->machine_file);
+	op->machine_rel = strdup(d->machine_file_rel);
+	op->sandbox_root = strdup(d->cfg.sandbox_root);
+	op->git = d->git;
+	op->ipam = d->cfg.ipam;
+	if (!op->repo || !op->machine_dir || !op->machine_file || !op->machine_rel ||
+	    !op->sandbox_root) {
+		op_free(op);
+		return NULL;
+	}
+	return op;
+}
+
+/* ---- worker helpers (pool thread: they see only the op) ------------------------------ */
+
+static int read_main(struct write_op *op, char **ret, size_t *ret_len)
+{
+	int r = fsutil_read(op->machine_file, MACHINE_MAX_BYTES, ret, ret_len);
+
+	if (r < 0)
+		return ws_fail(&op->err, r, 0, "cannot read '%s': %s", op->machine_rel,
+			       strerror(-r));
+	return 0;
+}
+
+/* The main file must still hold what we parsed; else CONFLICT. */
+static int check_unchanged(struct write_op *op, const char *want, size_t want_len)
+{
+	WS_AUTOFREE char *now = NULL;
+	size_t len = 0;
+	int r = read_main(op, &now, &len);
+
+	if (r < 0)
+		return r;
+	if (len != want_len || memcmp(now, want, len) != 0) {
+		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+			"%s changed while the daemon was working; nothing was written",
+			op->machine_rel);
+		ws_err_set_str(&op->err, "file", op->machine_rel);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Puts back what this op wrote, newest first. Files are restored only if they still hold
+ * our bytes: a hand edit made meanwhile is never overwritten. */
+static void undo_writes(struct write_op *op)
+{
+	struct ws_err err = {0};
+	WS_AUTOFREE char *now = NULL;
+	size_t len = 0;
+
+	if (op->wrote_index) {
+		if (gitstage_restore_index(op->git, op->idx_existed ? op->idx_snap : NULL,
+					   op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0)
+			log_error("cannot restore the git index: %s", err.message);
+		ws_err_clear(&err);
+		op->wrote_index = false;
+	}
+	if (op->wrote_main) {
+		if (fsutil_read(op->machine_file, MACHINE_MAX_BYTES, &now, &len) == 0 &&
+		    len == op->main_new_len && memcmp(now, op->main_new, len) == 0) {
+			if (fsutil_replace(op->machine_file, op->main_old, op->main_old_len, 0,
+					   &err) < 0)
+				log_error("cannot restore '%s': %s", op->machine_rel, err.message);
+		} else {
+			log_warning("'%s' changed after the daemon wrote it; leaving it as it is",
+				    op->machine_rel);
+		}
+		ws_err_clear(&err);
+		op->wrote_main = false;
+	}
+	if (op->wrote_ws) {
+		free(now);
+		now = NULL;
+		if (fsutil_read(op->ws_path, MACHINE_MAX_BYTES, &now, &len) == 0 &&
+		    strlen(op->ws_text) == len && memcmp(now, op->ws_text, len) == 0)
+			(void)fsutil_remove(op->ws_path);
+		op->wrote_ws = false;
+	}
+	if (op->dir_created) {
+		WS_AUTOFREE char *dir = fsutil_join(op->machine_dir, "workspaces");
+		if (dir)
+			(void)rmdir(dir);
+		op->dir_created = false;
+	}
+}
+
+typedef int (*edit_fn)(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
+		       struct ws_err *err);
+
+/* What the index should get for the machine file: our edit applied to the index's own
+ * version, so unstaged user changes stay unstaged. Sets op->staged_main / stage_note. */
+static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *ret_len)
+{
+	WS_AUTOFREE char *x0 = NULL;
+	struct flake *fx = NULL;
+	struct ws_err err = {0};
+	size_t x0_len = 0;
+	int r;
+
+	r = gitstage_read_index(op->git, op->machine_rel, &x0, &x0_len, &err);
+	if (r == -ENOENT) {
+		ws_err_clear(&err);
+		op->staged_main = false;
+		if (asprintf(&op->stage_note,
+			     "%s is not tracked by git; it was changed but left unstaged (flakes "
+			     "only see tracked files: git add it yourself)",
+			     op->machine_rel) < 0)
+			op->stage_note = NULL;
+		return 0;
+	}
+	if (r < 0) {
+		ws_err_move(&op->err, &err);
+		return r;
+	}
+	if (x0_len == op->main_old_len && memcmp(x0, op->main_old, x0_len) == 0) {
+		*ret = malloc(op->main_new_len + 1);
+		if (!*ret)
+			return -ENOMEM;
+		memcpy(*ret, op->main_new, op->main_new_len);
+		*ret_len = op->main_new_len;
+		op->staged_main = true;
+		return 0;
+	}
+	r = flake_parse(op->machine_rel, x0, x0_len, &fx, &err);
+	if (r == 0)
+		r = edit(op, fx, ret, ret_len, &err);
+	flake_free(fx);
+	if (r < 0) {
+		op->staged_main = false;
+		if (asprintf(&op->stage_note,
+			     "%s has unstaged changes and the daemon could not apply its edit to "
+			     "the staged version (%s); the file was changed but left unstaged",
+			     op->machine_rel, err.message) < 0)
+			op->stage_note = NULL;
+		ws_err_clear(&err);
+		return 0;
+	}
+	op->staged_main = true;
+	if (asprintf(&op->stage_note,
+		     "%s had unstaged changes: only the daemon's edit was staged; your changes "
+		     "stay unstaged",
+		     op->machine_rel) < 0)
+		op->stage_note = NULL;
+	return 0;
+}
+
+/* Writes main_new over main_old (compare-and-swap) and stages it with @extra. */
+static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitstage_entry *extra,
+			   size_t n_extra)
+{
+	struct gitstage_entry ents[2];
+	WS_AUTOFREE char *xbuf = NULL;
+	size_t xlen = 0, n = 0;
+	int r;
+
+	r = gitstage_snapshot_index(op->git, &op->idx_snap, &op->idx_snap_len, &op->err);
+	if (r == -ENOENT) {
+		op->idx_existed = false;
+		ws_err_clear(&op->err);
+	} else if (r < 0) {
+		return r;
+	} else {
+		op->idx_existed = true;
+	}
+	r = index_version(op, edit, &xbuf, &xlen);
+	if (r < 0)
+		return r;
+	r = check_unchanged(op, op->main_old, op->main_old_len);
+	if (r < 0)
+		return r;
+	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, 0, &op->err);
+	if (r < 0)
+		return r;
+	op->wrote_main = true;
+	for (size_t i = 0; i < n_extra; i++)
+		ents[n++] = extra[i];
+	if (op->staged_main)
+		ents[n++] = (struct gitstage_entry){op->machine_rel, xbuf, xlen, 0};
+	if (n == 0)
+		return 0;
+	r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
+	if (r < 0)
+		return r;
+	op->wrote_index = true;
+	return 0;
+}
+
+/* ---- workspace.create ------------------------------------------------------------------ */
+
+static int create_edit(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
+		       struct ws_err *err)
+{
+	WS_AUTOFREE char *config = NULL;
+	struct flake_new_entry e;
+
+	if (asprintf(&config, "./workspaces/%s.nix", op->name) < 0)
+		return -ENOMEM;
+	e = (struct flake_new_entry){.name = op->name, .type = op->type, .ip = op->ip,
+				     .auto_start = op->auto_start, .config = config};
+	return flake_add_entry(f, &e, ret, ret_len, err);
+}
+
+static void create_work_cb(uv_work_t *w)
+{
+	struct write_op *op = (struct write_op *)w;
+	struct flake *f0 = NULL;
+	struct gitstage_entry ws_ent;
+	WS_AUTOFREE char *dir = NULL;
+	struct stat st;
+	uint32_t ip;
+	int r;
+
+	r = read_main(op, &op->main_old, &op->main_old_len);
+	if (r < 0)
+		goto out;
+	r = flake_parse(op->machine_rel, op->main_old, op->main_old_len, &f0, &op->err);
+	if (r < 0)
+		goto out;
+	if (flake_find(f0, op->name)) {
+		r = ws_fail(&op->err, -EEXIST, WS_E_EXISTS,
+			    "a workspace named \"%s\" is already declared in %s", op->name,
+			    op->machine_rel);
+		ws_err_set_str(&op->err, "name", op->name);
+		goto out;
+	}
+	if (op->ip_req) {
+		r = ipam_parse_ip(op->ip_req, &ip);
+		if (r < 0) {
+			r = ws_fail(&op->err, -EINVAL, WS_E_IP_INVALID,
+				    "\"%s\" is not an IPv4 address", op->ip_req);
+			ws_err_set_str(&op->err, "ip", op->ip_req);
+			goto out;
+		}
+		r = ipam_check(&op->ipam, ip, flake_entries(f0), flake_n_entries(f0), op->held,
+			       op->n_held, &op->err);
+	} else {
+		r = ipam_pick(&op->ipam, op->type, flake_entries(f0), flake_n_entries(f0),
+			      op->held, op->n_held, &ip, &op->err);
+	}
+	if (r < 0)
+		goto out;
+	ipam_format(ip, op->ip);
+
+	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
+	if (r < 0)
+		goto out;
+	r = flake_parse(op->machine_rel, op->main_new, op->main_new_len, &op->new_flake,
+			&op->err);
+	if (r < 0)
+		goto out;
+
+	dir = fsutil_join(op->machine_dir, "workspaces");
+	if (!dir || asprintf(&op->ws_path, "%s/%s.nix", dir, op->name) < 0) {
+		op->ws_path = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	/* ws_rel: machines/HOST/workspaces/NAME.nix */
+	{
+		const char *slash = strrchr(op->machine_rel, '/');
+		int plen = slash ? (int)(slash - op->machine_rel) : 0;
+		if (asprintf(&op->ws_rel, "%.*s%sworkspaces/%s.nix", plen, op->machine_rel,
+			     plen ? "/" : "", op->name) < 0) {
+			op->ws_rel = NULL;
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	if (lstat(op->ws_path, &st) == 0) {
+		r = ws_fail(&op->err, -EEXIST, WS_E_FILE_EXISTS,
+			    "%s already exists; the daemon never overwrites it (remove it, or "
+			    "pick another name)",
+			    op->ws_rel);
+		ws_err_set_str(&op->err, "file", op->ws_rel);
+		goto out;
+	}
+	op->ws_text = flake_workspace_template(op->name, op->type);
+	if (!op->ws_text) {
+		r = -ENOMEM;
+		goto out;
+	}
+
+	if (op->dry_run) {
+		r = textdiff_unified(&op->diff, &op->diff_len, op->machine_rel, op->main_old,
+				     op->main_old_len, op->machine_rel, op->main_new,
+				     op->main_new_len, 3);
+		if (r == 0)
+			r = textdiff_unified(&op->diff, &op->diff_len, op->ws_rel, NULL, 0,
+					     op->ws_rel, op->ws_text, strlen(op->ws_text), 3);
+		goto out;
+	}
+
+	if (stat(dir, &st) < 0) {
+		if (mkdir(dir, 0755) < 0) {
+			r = ws_fail(&op->err, -errno, 0, "cannot create '%s': %m", dir);
+			goto out;
+		}
+		op->dir_created = true;
+	}
+	r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &op->err);
+	if (r < 0) {
+		if (r == -EEXIST)
+			ws_err_set_str(&op->err, "file", op->ws_rel);
+		goto out;
+	}
+	op->wrote_ws = true;
+	ws_ent = (struct gitstage_entry){op->ws_rel, op->ws_text, strlen(op->ws_text), 0};
+	r = write_and_stage(op, create_edit, &ws_ent, 1);
+out:
+	flake_free(f0);
+	if (r < 0 && !op->err.code && !op->err.message[0])
+		ws_fail(&op->err, r, 0, "create failed: %s", strerror(-r));
+	if (r < 0)
+		undo_writes(op);
+	op->r = r;
+}
+
+static void undo_work_cb(uv_work_t *w)
+{
+	undo_writes((struct write_op *)w);
+}
+
+static struct json_object *create_result(struct write_op *op, struct ws_entry *e)
+{
+	struct methods *m = op->m;
+	struct json_object *res = json_object_new_object();
+	struct json_object *files = json_object_new_array();
+
+	json_object_object_add(res, "workspace", entry_json(m, e));
+	json_object_array_add(files, json_object_new_string(op->ws_rel));
+	json_object_array_add(files, json_object_new_string(op->machine_rel));
+	json_object_object_add(res, "files", files); /* res now owns files */
+	if (op->dry_run) {
+		json_object_object_add(res, "dryRun", json_object_new_boolean(true));
+		json_object_object_add(res, "staged", json_object_new_boolean(false));
+		json_object_object_add(res, "diff", json_object_new_string_len(
+							    op->diff ? op->diff : "",
+							    (int)op->diff_len));
+		return res;
+	}
+	json_object_object_add(res, "staged", json_object_new_boolean(op->staged_main));
+	if (op->stage_note)
+		json_object_object_add(res, "stagedNote", json_object_new_string(op->stage_note));
+	if (op->verify_result)
+		json_object_object_add(res, "verify", json_object_get(op->verify_result));
+	else
+		json_object_object_add(res, "verify", NULL);
+	return res;
+}
+
+static void create_succeed(struct write_op *op)
+{
+	struct methods *m = op->m;
+	struct ws_entry *e;
+	struct json_object *res, *ev;
+
+	e = m->flake ? flake_find(m->flake, op->name) : NULL;
+	if (!e) {
+		struct ws_err err = {0};
+		ws_fail(&err, -EIO, 0, "the new entry cannot be read back");
+		fail_call(op->call, &err);
+		op->call = NULL;
+		op_finish(op);
+		return;
+	}
+	res = create_result(op, e);
+	log_ctx(LOG_LVL_INFO, op->name, op->request_id, "created workspace %s (%s, %s)",
+		op->name, ws_type_to_string(op->type), op->ip);
+	ev = json_object_new_object();
+	json_object_object_add(ev, "name", json_object_new_string(op->name));
+	json_object_object_add(ev, "workspace", entry_json(m, e));
+	rpc_server_emit(m->d->rpc, "workspace.created", ev);
+	sdglue_status("created %s; %zu workspaces declared", op->name,
+		      flake_n_entries(m->flake));
+	if (op->call)
+		rpc_call_reply(op->call, res);
+	else
+		json_object_put(res);
+	op->call = NULL;
+	op_finish(op);
+}
+
+static void undo_done_cb(uv_work_t *w, int status)
+{
+	struct write_op *op = (struct write_op *)w;
+	struct methods *m = op->m;
+	struct ws_err err = {0};
+
+	(void)cache_refresh(m, &err);
+	ws_err_clear(&err);
+	if (op->call)
+		rpc_call_fail(op->call, &op->err);
+	op->call = NULL;
+	op_finish(op);
+}
+
+static void undo_then_fail(struct write_op *op)
+{
+	int r = uv_queue_work(op->m->d->loop, &op->work, undo_work_cb, undo_done_cb);
+
+	if (r < 0) {
+		/* The callback never runs: undo right here rather than leave writes behind. */
+		undo_writes(op);
+		undo_done_cb(&op->work, 0);
+	}
+}
+
+static void verify_line_cb(void *userdata, const char *line)
+{
+	struct write_op *op = userdata;
+	struct json_object *ev = json_object_new_object();
+
+	json_object_object_add(ev, "name", json_object_new_string(op->name));
+	json_object_object_add(ev, "level", json_object_new_string(verify_level_to_string(op->verify)));
+	json_object_object_add(ev, "line", json_object_new_string(line));
+	rpc_server_emit(op->m->d->rpc, "verify.progress", ev);
+}
+
+static void verify_done_cb(void *userdata, int ok, struct json_object *result)
+{
+	struct write_op *op = userdata;
+	struct json_object *ev = json_object_new_object();
+
+	op->vjob = NULL;
+	op->verify_result = result; /* op now owns result */
+	json_object_object_add(ev, "name", json_object_new_string(op->name));
+	json_object_object_add(ev, "level", json_object_new_string(verify_level_to_string(op->verify)));
+	json_object_object_add(ev, "ok", json_object_new_boolean(ok));
+	rpc_server_emit(op->m->d->rpc, "verify.finished", ev);
+	if (ok) {
+		create_succeed(op);
+		return;
+	}
+	{
+		struct json_object *v = NULL;
+		const char *msg = NULL;
+
+		if (result && json_object_object_get_ex(result, "message", &v))
+			msg = json_object_get_string(v);
+		ws_fail(&op->err, -EIO, WS_E_VERIFY_FAILED,
+			"verification (%s) failed%s%s; nothing was changed",
+			verify_level_to_string(op->verify), msg ? ": " : "", msg ? msg : "");
+		if (result) {
+			json_object_object_foreach(result, k, val)
+			{
+				if (!op->err.data)
+					op->err.data = json_object_new_object();
+				json_object_object_add(op->err.data, k, json_object_get(val));
+			}
+		}
+	}
+	log_ctx(LOG_LVL_WARNING, op->name, op->request_id, "%s", op->err.message);
+	undo_then_fail(op);
+}
+
+static void create_done_cb(uv_work_t *w, int status)
+{
+	struct write_op *op = (struct write_op *)w;
+	struct methods *m = op->m;
+	const char *files[2];
+	int r;
+
+	if (op->r < 0) {
+		if (op->call)
+			rpc_call_fail(op->call, &op->err);
+		op->call = NULL;
+		op_finish(op);
+		return;
+	}
+	if (op->dry_run) {
+		struct ws_entry *e = flake_find(op->new_flake, op->name);
+		struct json_object *res;
+
+		annotate(m, op->new_flake);
+		res = create_result(op, e);
+		if (op->call)
+			rpc_call_reply(op->call, res);
+		else
+			json_object_put(res);
+		op->call = NULL;
+		op_finish(op);
+		return;
+	}
+	/* the cache now reflects what we wrote, so our own write is no "outside change" */
+	cache_set(m, ws_steal(&op->new_flake), op->main_new, op->main_new_len, NULL);
+	if (op->verify == VERIFY_NONE) {
+		op->verify_result = json_object_new_object();
+		json_object_object_add(op->verify_result, "level", json_object_new_string("none"));
+		json_object_object_add(op->verify_result, "ok", json_object_new_boolean(true));
+		create_succeed(op);
+		return;
+	}
+	files[0] = op->machine_file;
+	files[1] = op->ws_path;
+	{
+		struct verify_req req = {
+			.level = op->verify,
+			.cwd = op->repo,
+			.files = files,
+			.n_files = 2,
+			.eval_command = m->d->cfg.eval_command,
+			.build_command = m->d->cfg.build_command,
+		};
+		sdglue_status("verifying %s (%s)", op->name, verify_level_to_string(op->verify));
+		r = verify_start(m->d->loop, &req, verify_done_cb, verify_line_cb, op, &op->vjob);
+	}
+	if (r < 0) {
+		ws_fail(&op->err, r, WS_E_VERIFY_FAILED, "cannot start verification: %s",
+			strerror(-r));
+		undo_then_fail(op);
+	}
+}
+
+static void create_start(struct write_op *op)
+{
+	struct daemon *d = op->m->d;
+	int r;
+
+	op->n_held = state_held_ips(d->state, time(NULL), RELEASE_HOLD_SECONDS, &op->held);
+	r = uv_queue_work(d->loop, &op->work, create_work_cb, create_done_cb);
+	if (r < 0) {
+		ws_fail(&op->err, r, 0, "cannot queue work: %s", uv_strerror(r));
+		op->r = r;
+		create_done_cb(&op->work, r);
+	}
+}
+
+void methods_workspace_create(struct rpc_call *call, struct json_object *params)
+{
+	struct methods *m = ((struct daemon *)rpc_server_userdata(rpc_call_server(call)))->m;
+	struct ws_err err = {0};
+	const char *name, *type, *ip, *verify;
+	bool auto_start, dry_run;
+	struct write_op *op;
+	int t, v;
+
+	if (param_str(params, WS_KEY_NAME, true, &name, &err) < 0 ||
+	    param_str(params, WS_KEY_TYPE, true, &type, &err) < 0 ||
+	    param_str(params, WS_KEY_IP, false, &ip, &err) < 0 ||
+	    param_str(params, WS_KEY_VERIFY, false, &verify, &err) < 0 ||
+	    param_bool(params, WS_KEY_AUTOSTART, &auto_start, &err) < 0 ||
+	    param_bool(params, WS_KEY_DRYRUN, &dry_run, &err) < 0)
+		return fail_call(call, &err);
+	t = ws_type_from_string(type);
+	if (t < 0) {
+		ws_fail(&err, -EINVAL, WS_E_TYPE_INVALID,
+			"type \"%s\" is not one of vm, container, incus", type);
+		ws_err_set_str(&err, "type", type);
+		return fail_call(call, &err);
+	}
+	if (ws_name_validate(name, (enum ws_type)t, &err) < 0) {
+		ws_err_set_str(&err, "name", name);
+		return fail_call(call, &err);
+	}
+	v = verify ? verify_level_from_string(verify)
+		   : verify_level_from_string(m->d->cfg.verify);
+	if (v < 0) {
+		ws_fail(&err, -EINVAL, WS_RPC_INVALID_PARAMS,
+			"verify must be one of none, parse, eval, build");
+		return fail_call(call, &err);
+	}
+	if (m->d->stopping) {
+		ws_fail(&err, -ESHUTDOWN, WS_E_BUSY, "the daemon is shutting down");
+		return fail_call(call, &err);
+	}
+	op = op_new(m, OP_CREATE, call);
+	if (!op) {
+		ws_fail(&err, -ENOMEM, 0, "out of memory");
+		return fail_call(call, &err);
+	}
+	op->name = strdup(name);
+	op->type = (enum ws_type)t;
+	op->ip_req = ip ? strdup(ip) : NULL;
+	op->auto_start = auto_start;
+	op->dry_run = dry_run;
+	op->verify = (enum verify_level)v;
+	queue_push(m, op);
+}
+
+/* ---- host keys ----------------------------------------------------------------------- */
+
+static int hostkey_edit(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
+			struct ws_err *err)
+{
+	WS_AUTOFREE char *cur = NULL;
+	size_t cur_len = 0;
+	const char *b;
+	bool any = false;
+	struct flake *fc = NULL;
+	int r = 0;
+
+	b = flake_bytes(f, &cur_len);
+	cur = malloc(cur_len + 1);
+	if (!cur)
+		return -ENOMEM;
+	memcpy(cur, b, cur_len);
+	cur[cur_len] = '\0';
+	for (size_t i = 0; i < op->n_hk; i++) {
+		char *next = NULL;
+		size_t next_len = 0;
+
+		if (op->hk[i].status != HK_REGISTERED)
+			continue;
+		r = flake_parse(op->machine_rel, cur, cur_len, &fc, err);
+		if (r < 0)
+			break;
+		r = flake_set_hostkey(fc, op->hk[i].name, op->hk[i].key, &next, &next_len, err);
+		flake_free(fc);
+		fc = NULL;
+		if (r < 0)
+			break;
+		free(cur);
+		cur = next;
+		cur_len = next_len;
+		any = true;
+	}
+	if (r < 0)
+		return r;
+	(void)any;
+	*ret = ws_steal(&cur);
+	*ret_len = cur_len;
+	return 0;
+}
+
+static void hostkey_work_cb(uv_work_t *w)
+{
+	struct write_op *op = (struct write_op *)w;
+	struct flake *f0 = NULL;
+	bool any = false;
+	int r;
+
+	r = read_main(op, &op->main_old, &op->main_old_len);
+	if (r < 0)
+		goto out;
+	r = flake_parse(op->machine_rel, op->main_old, op->main_old_len, &f0, &op->err);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < op->n_hk; i++) {
+		struct hk_item *it = &op->hk[i];
+		struct ws_entry *e = flake_find(f0, it->name);
+		WS_AUTOFREE char *path = NULL;
+		struct ws_err kerr = {0};
+		const char *cur;
+
+		if (!e) {
+			it->status = HK_UNKNOWN;
+			continue;
+		}
+		path = hostkey_path(op->sandbox_root, it->name);
+		r = path ? hostkey_read(path, &it->key, &kerr) : -ENOMEM;
+		if (r < 0) {
+			it->status = r == -ENOENT ? HK_MISSING : r == -EAGAIN ? HK_EMPTY : HK_INVALID;
+			it->message = strdup(kerr.message);
+			ws_err_clear(&kerr);
+			r = 0;
+			continue;
+		}
+		cur = e->host_key ? e->host_key : it->old_key; /* old_key: the trusted one */
+		if (cur && strcmp(cur, it->key) == 0) {
+			it->status = HK_SAME;
+			it->state_update = !it->old_key;
+			if (!e->host_key)
+				it->status = HK_REGISTERED; /* trusted before; write it back */
+		} else if (cur && !op->replace) {
+			it->status = HK_MISMATCH;
+			free(it->old_key);
+			it->old_key = strdup(cur);
+		} else {
+			it->status = HK_REGISTERED;
+		}
+		if (it->status == HK_REGISTERED) {
+			it->state_update = true;
+			any = true;
+		}
+	}
+	if (!any)
+		goto out;
+	r = hostkey_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
+	if (r < 0)
+		goto out;
+	r = flake_parse(op->machine_rel, op->main_new, op->main_new_len, &op->new_flake,
+			&op->err);
+	if (r < 0)
+		goto out;
+	r = write_and_stage(op, hostkey_edit, NULL, 0);
+out:
+	flake_free(f0);
+	if (r < 0 && !op->err.code && !op->err.message[0])
+		ws_fail(&op->err, r, 0, "host key registration failed: %s", strerror(-r));
+	if (r < 0)
+		undo_writes(op);
+	op->r = r;
+}
+
+static struct json_object *hk_event(const struct hk_item *it)
+{
+	struct json_object *ev = json_object_new_object();
+	WS_AUTOFREE char *fp = NULL, *old_fp = NULL;
+
+	json_object_object_add(ev, "name", json_object_new_string(it->name));
+	if (it->key && hostkey_fingerprint(it->key, &fp) == 0)
+		json_object_object_add(ev, "fingerprint", json_object_new_string(fp));
+	if (it->old_key && hostkey_fingerprint(it->old_key, &old_fp) == 0)
+		json_object_object_add(ev, "registeredFingerprint",
+				       json_object_new_string(old_fp));
+	if (it->status == HK_REGISTERED && it->key)
+		json_object_object_add(ev, "hostKey", json_object_new_string(it->key));
+	if (it->message && it->status == HK_INVALID)
+		json_object_object_add(ev, "message", json_object_new_string(it->message));
+	return ev;
+}
+
+static void hostkey_done_cb(uv_work_t *w, int status)
+{
+	struct write_op *op = (struct write_op *)w;
+	struct methods *m = op->m;
+	struct ws_err err = {0};
+	bool state_dirty = false;
+
+	if (op->r < 0) {
+		log_error("host key registration failed: %s", op->err.message);
+		if (op->call)
+			rpc_call_fail(op->call, &op->err);
+		op->call = NULL;
+		op_finish(op);
+		return;
+	}
+	if (op->new_flake)
+		cache_set(m, ws_steal(&op->new_flake), op->main_new, op->main_new_len, NULL);
+	for (size_t i = 0; i < op->n_hk; i++) {
+		struct hk_item *it = &op->hk[i];
+
+		if (it->state_update && it->key) {
+			(void)state_set_hostkey(m->d->state, it->name, it->key);
+			state_dirty = true;
+		}
+		switch (it->status) {
+		case HK_REGISTERED:
+			log_ctx(LOG_LVL_INFO, it->name, op->request_id,
+				"registered the host key of %s", it->name);
+			rpc_server_emit(m->d->rpc, "hostkey.registered", hk_event(it));
+			break;
+		case HK_MISMATCH:
+			log_ctx(LOG_LVL_WARNING, it->name, op->request_id,
+				"%s presented a different host key; not written (use wsctl "
+				"hostkey %s --replace)",
+				it->name, it->name);
+			rpc_server_emit(m->d->rpc, "hostkey.mismatch", hk_event(it));
+			break;
+		case HK_INVALID:
+			log_ctx(LOG_LVL_WARNING, it->name, op->request_id,
+				"invalid host key file for %s: %s", it->name,
+				it->message ? it->message : "");
+			rpc_server_emit(m->d->rpc, "hostkey.invalid", hk_event(it));
+			break;
+		default:
+			break;
+		}
+	}
+	if (state_dirty && state_save(m->d->state, &err) < 0)
+		log_error("cannot save the state file: %s", err.message);
+	ws_err_clear(&err);
+
+	if (op->call) {
+		struct hk_item *it = &op->hk[0];
+		struct json_object *res;
+		WS_AUTOFREE char *fp = NULL, *old_fp = NULL;
+
+		switch (it->status) {
+		case HK_UNKNOWN:
+			ws_fail(&err, -ENOENT, WS_E_NOT_FOUND, "no workspace named \"%s\"",
+				it->name);
+			ws_err_set_str(&err, "name", it->name);
+			break;
+		case HK_MISSING:
+		case HK_EMPTY: {
+			WS_AUTOFREE char *path = hostkey_path(op->sandbox_root, it->name);
+			ws_fail(&err, -ENOENT, WS_E_HOSTKEY_MISSING,
+				"no host key for \"%s\" yet: %s %s", it->name, path,
+				it->status == HK_EMPTY ? "is empty" : "does not exist");
+			ws_err_set_str(&err, "name", it->name);
+			ws_err_set_str(&err, "path", path);
+			break;
+		}
+		case HK_INVALID:
+			ws_fail(&err, -EINVAL, WS_E_HOSTKEY_INVALID, "%s",
+				it->message ? it->message : "invalid host key");
+			ws_err_set_str(&err, "name", it->name);
+			break;
+		case HK_MISMATCH:
+			(void)hostkey_fingerprint(it->key, &fp);
+			(void)hostkey_fingerprint(it->old_key, &old_fp);
+			ws_fail(&err, -EEXIST, WS_E_HOSTKEY_MISMATCH,
+				"\"%s\" already has host key %s; the key file holds %s (pass "
+				"replace to write it)",
+				it->name, old_fp ? old_fp : "?", fp ? fp : "?");
+			ws_err_set_str(&err, "name", it->name);
+			ws_err_set_str(&err, "registeredFingerprint", old_fp);
+			ws_err_set_str(&err, "fingerprint", fp);
+			break;
+		default:
+			break;
+		}
+		if (err.code) {
+			rpc_call_fail(op->call, &err);
+			ws_err_clear(&err);
+		} else {
+			res = json_object_new_object();
+			json_object_object_add(res, "name", json_object_new_string(it->name));
+			json_object_object_add(res, "hostKey", str_or_null(it->key));
+			json_object_object_add(res, "changed",
+					       json_object_new_boolean(it->status == HK_REGISTERED));
+			if (it->key && hostkey_fingerprint(it->key, &fp) == 0)
+				json_object_object_add(res, "fingerprint",
+						       json_object_new_string(fp));
+			if (op->stage_note)
+				json_object_object_add(res, "stagedNote",
+						       json_object_new_string(op->stage_note));
+			rpc_call_reply(op->call, res);
+		}
+		op->call = NULL;
+	}
+	op_finish(op);
+}
+
+static void hostkey_start(struct write_op *op)
+{
+	struct daemon *d = op->m->d;
+	int r;
+
+	for (size_t i = 0; i < op->n_hk; i++) {
+		const char *k = state_hostkey(d->state, op->hk[i].name);
+		op->hk[i].old_key = k ? strdup(k) : NULL;
+	}
+	r = uv_queue_work(d->loop, &op->work, hostkey_work_cb, hostkey_done_cb);
+	if (r < 0) {
+		ws_fail(&op->err, r, 0, "cannot queue work: %s", uv_strerror(r));
+		op->r = r;
+		hostkey_done_cb(&op->work, r);
+	}
+}
+
+static struct write_op *hostkey_op(struct methods *m, struct rpc_call *call,
+				   const char *const *names, size_t n, bool replace)
+{
+	struct write_op *op = op_new(m, OP_HOSTKEY, call);
+
+	if (!op)
+		return NULL;
+	op->replace = replace;
+	op->hk = calloc(n ? n : 1, sizeof(*op->hk));
+	if (!op->hk) {
+		op_free(op);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		op->hk[i].name = strdup(names[i]);
+		if (!op->hk[i].name) {
+			op_free(op);
+			return NULL;
+		}
+		op->n_hk++;
+	}
+	return op;
+}
+
+void methods_workspace_hostkey(struct rpc_call *call, struct json_object *params)
+{
+	struct methods *m = ((struct daemon *)rpc_server_userdata(rpc_call_server(call)))->m;
+	struct ws_err err = {0};
+	struct write_op *op;
+	const char *name;
+	bool replace;
+
+	if (param_str(params, WS_KEY_NAME, true, &name, &err) < 0 ||
+	    param_bool(params, WS_KEY_REPLACE, &replace, &err) < 0)
+		return fail_call(call, &err);
+	if (m->d->stopping) {
+		ws_fail(&err, -ESHUTDOWN, WS_E_BUSY, "the daemon is shutting down");
+		return fail_call(call, &err);
+	}
+	op = hostkey_op(m, call, &name, 1, replace);
+	if (!op) {
+		ws_fail(&err, -ENOMEM, 0, "out of memory");
+		return fail_call(call, &err);
+	}
+	queue_push(m, op);
+}
+
+void methods_hostkeys_cb(void *userdata, const char *const *names, size_t n)
+{
+	struct daemon *d = userdata;
+	struct write_op *op;
+
+	if (n == 0 || d->stopping)
+		return;
+	op = hostkey_op(d->m, NULL, names, n, false);
+	if (!op) {
+		log_error("out of memory queueing host keys");
+		return;
+	}
+	queue_push(d->m, op);
+}
+
+static void op_start(struct write_op *op)
+{
+	if (op->kind == OP_CREATE)
+		create_start(op);
+	else
+		hostkey_start(op);
+}
+
+/* ---- reads ----------------------------------------------------------------------------- */
+
+void methods_workspace_list(struct rpc_call *call, struct json_object *params)
+{
+	struct methods *m = ((struct daemon *)rpc_server_userdata(rpc_call_server(call)))->m;
+	struct ws_err err = {0};
+	struct flake *f = model(m, &err);
+	struct json_object *res, *arr;
+
+	if (!f)
+		return fail_call(call, &err);
+	arr = json_object_new_array();
+	for (size_t i = 0; i < flake_n_entries(f); i++)
+		json_object_array_add(arr, entry_json(m, &flake_entries(f)[i]));
+	res = json_object_new_object();
+	json_object_object_add(res, "workspaces", arr); /* res now owns arr */
+	rpc_call_reply(call, res);
+}
+
+void methods_workspace_show(struct rpc_call *call, struct json_object *params)
+{
+	struct methods *m = ((struct daemon *)rpc_server_userdata(rpc_call_server(call)))->m;
+	struct ws_err err = {0};
+	struct flake *f;
+	struct ws_entry *e;
+	struct json_object *res, *hk;
+	WS_AUTOFREE char *path = NULL;
+	const char *name;
+	struct stat st;
+
+	if (param_str(params, WS_KEY_NAME, true, &name, &err) < 0)
+		return fail_call(call, &err);
+	f = model(m, &err);
+	if (!f)
+		return fail_call(call, &err);
+	e = flake_find(f, name);
+	if (!e) {
+		ws_fail(&err, -ENOENT, WS_E_NOT_FOUND, "no workspace named \"%s\" in %s", name,
+			m->d->machine_file_rel);
+		ws_err_set_str(&err, "name", name);
+		return fail_call(call, &err);
+	}
+	res = entry_json(m, e);
+	path = hostkey_path(m->d->cfg.sandbox_root, e->name);
+	hk = json_object_new_object();
+	json_object_object_add(hk, "path", str_or_null(path));
+	json_object_object_add(hk, "exists",
+			       json_object_new_boolean(path && lstat(path, &st) == 0));
+	json_object_object_add(res, "hostKeyFile", hk); /* res now owns hk */
+	{
+		const char *trusted = state_hostkey(m->d->state, e->name);
+		json_object_object_add(res, "trustedHostKey", str_or_null(trusted));
+	}
+	rpc_call_reply(call, res);
+}
+
+void methods_daemon_info(struct rpc_call *call, struct json_object *params)
+{
+	struct daemon *d = rpc_server_userdata(rpc_call_server(call));
+	struct methods *m = d->m;
+	struct json_object *res = json_object_new_object(), *ranges = json_object_new_object();
+	struct ws_err err = {0};
+	struct flake *f = model(m, &err);
+	char net[16], sub[24];
+
+	ws_err_clear(&err);
+	json_object_object_add(res, "version", json_object_new_string(WS_VERSION));
+	json_object_object_add(res, "protocol", json_object_new_int(WS_PROTO_VERSION));
+	json_object_object_add(res, "repo", json_object_new_string(d->cfg.repo));
+	json_object_object_add(res, "machine", json_object_new_string(d->cfg.machine));
+	json_object_object_add(res, "file", json_object_new_string(d->machine_file_rel));
+	json_object_object_add(res, "sandboxRoot", json_object_new_string(d->cfg.sandbox_root));
+	json_object_object_add(res, "socket", json_object_new_string(d->cfg.socket_path));
+	ipam_format(d->cfg.ipam.network, net);
+	snprintf(sub, sizeof(sub), "%s/%d", net, d->cfg.ipam.prefix);
+	json_object_object_add(res, "subnet", json_object_new_string(sub));
+	for (int t = 0; t < WS_TYPE_COUNT; t++) {
+		struct json_object *r = json_object_new_array();
+		char a[16], b[16];
+
+		ipam_format(d->cfg.ipam.first[t], a);
+		ipam_format(d->cfg.ipam.last[t], b);
+		json_object_array_add(r, json_object_new_string(a));
+		json_object_array_add(r, json_object_new_string(b));
+		json_object_object_add(ranges, ws_type_to_string((enum ws_type)t), r);
+	}
+	json_object_object_add(res, "ranges", ranges); /* res now owns ranges */
+	json_object_object_add(res, "workspaces",
+			       f ? json_object_new_int((int)flake_n_entries(f)) : NULL);
+	json_object_object_add(res, "verify", json_object_new_string(d->cfg.verify));
+	json_object_object_add(res, "privilegeCommand",
+			       json_object_new_string(d->cfg.privilege_command
+							      ? d->cfg.privilege_command
+							      : "sudo"));
+	json_object_object_add(res, "stateDir", json_object_new_string(d->cfg.state_dir));
+	json_object_object_add(res, "pid", json_object_new_int(getpid()));
+	json_object_object_add(res, "uptimeSeconds",
+			       json_object_new_int64((int64_t)(time(NULL) - d->started)));
+	rpc_call_reply(call, res);
+}
+
+void methods_events_subscribe(struct rpc_call *call, struct json_object *params)
+{
+	struct ws_err err = {0};
+	struct json_object *res;
+
+	if (rpc_call_subscribe(call) < 0) {
+		ws_fail(&err, -ENOSPC, WS_E_BUSY, "too many subscribers");
+		return fail_call(call, &err);
+	}
+	res = json_object_new_object();
+	json_object_object_add(res, "subscribed", json_object_new_boolean(true));
+	rpc_call_reply(call, res);
+}
+
+/* ---- outside changes to the machine file ----------------------------------------------- */
+
+static void machine_recheck(struct methods *m)
+{
+	struct ws_err err = {0};
+	struct json_object *ev;
+	int r;
+
+	if (m->busy) {
+		m->recheck_pending = true; /* our own write may be in flight */
+		return;
+	}
+	r = cache_refresh(m, &err);
+	if (r == 0)
+		return;
+	ev = json_object_new_object();
+	json_object_object_add(ev, "file", json_object_new_string(m->d->machine_file_rel));
+	if (r < 0 || !m->flake) {
+		const struct ws_err *e = r < 0 ? &err : &m->flake_err;
+		json_object_object_add(ev, "ok", json_object_new_boolean(false));
+		json_object_object_add(ev, "message", json_object_new_string(e->message));
+		if (e->line > 0)
+			json_object_object_add(ev, "line", json_object_new_int(e->line));
+		if (e->column > 0)
+			json_object_object_add(ev, "column", json_object_new_int(e->column));
+		log_warning("%s changed and does not parse: %s", m->d->machine_file_rel,
+			    e->message);
+	} else {
+		json_object_object_add(ev, "ok", json_object_new_boolean(true));
+		json_object_object_add(ev, "workspaces",
+				       json_object_new_int((int)flake_n_entries(m->flake)));
+		log_info("%s changed outside the daemon; re-read %zu workspaces",
+			 m->d->machine_file_rel, flake_n_entries(m->flake));
+	}
+	rpc_server_emit(m->d->rpc, "config.changed", ev);
+	ws_err_clear(&err);
+}
+
+void methods_machine_changed(struct daemon *d)
+{
+	machine_recheck(d->m);
+}
+
+static void dir_timer_cb(uv_timer_t *t)
+{
+	machine_recheck(t->data);
+}
+
+static void dir_event_cb(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	struct methods *m = h->data;
+
+	if (filename && filename[0] == '.')
+		return; /* our own (or an editor's) temporaries */
+	(void)uv_timer_start(&m->dir_timer, dir_timer_cb, DIR_DEBOUNCE_MS, 0);
+}
+
+int methods_new(struct daemon *d, struct methods **ret_m)
+{
+	struct methods *m = calloc(1, sizeof(*m));
+	struct ws_err err = {0};
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	m->d = d;
+	d->m = m;
+	(void)cache_refresh(m, &err);
+	ws_err_clear(&err);
+	r = uv_timer_init(d->loop, &m->dir_timer);
+	if (r < 0) {
+		free(m);
+		return r;
+	}
+	m->dir_timer.data = m;
+	m->n_open_handles = 1;
+	r = uv_fs_event_init(d->loop, &m->dir_ev);
+	if (r == 0) {
+		m->dir_ev.data = m;
+		m->n_open_handles++;
+		r = uv_fs_event_start(&m->dir_ev, dir_event_cb, d->machine_dir, 0);
+		if (r < 0)
+			log_warning("cannot watch '%s': %s; outside changes are noticed on the "
+				    "next request",
+				    d->machine_dir, uv_strerror(r));
+		else
+			m->dir_started = true;
+	}
+	*ret_m = m;
+	return 0;
+}
+
+/* Call once the host-key watcher exists, so it learns the declared names. */
+void methods_start_watching(struct methods *m)
+{
+	update_watched_names(m);
+}
+
+bool methods_idle(const struct methods *m)
+{
+	return !m->busy && !m->head;
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+	struct methods *m = h->data;
+
+	if (--m->n_open_handles == 0) {
+		flake_free(m->flake);
+		ws_err_clear(&m->flake_err);
+		free(m->bytes);
+		free(m);
+	}
+}
+
+void methods_free(struct methods *m)
+{
+	if (!m)
+		return;
+	m->d->m = NULL;
+	if (m->dir_started)
+		(void)uv_fs_event_stop(&m->dir_ev);
+	if (m->n_open_handles == 2)
+		uv_close((uv_handle_t *)&m->dir_ev, handle_closed_cb);
+	uv_close((uv_handle_t *)&m->dir_timer, handle_closed_cb);
+}
+
+const struct rpc_method *methods_table(size_t *ret_n)
+{
+	static const struct rpc_method table[] = {
+#define WS_METHOD(c, wire, fl, help) {wire, fl, methods_##c},
+#include "ws_methods.def"
+#undef WS_METHOD
+	};
+	*ret_n = WS_ARRAY_SIZE(table);
+	return table;
+}
