@@ -10,7 +10,8 @@
 
 struct ws_err;
 
-#define FSUTIL_NEW 0x1 /* fail with -EEXIST (WS_E_FILE_EXISTS) rather than replace */
+#define FSUTIL_NEW 0x1     /* fail with -EEXIST (WS_E_FILE_EXISTS) rather than replace */
+#define FSUTIL_PRIVATE 0x2 /* mode 0600 whatever the old file's mode (the state file) */
 
 /* Reads at most @max bytes of @path; -EFBIG if it is larger. The buffer is NUL-terminated
  * (not counted in *ret_len). Returns 0 or a negative errno (-ENOENT, ...). */
@@ -29,9 +30,10 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 
 /* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */
 int fsutil_remove(const char *path);
-/* mkdir -p with @mode for each created component. */
+/* mkdir -p with @mode (less the umask) for each created component; existing directories
+ * are fine, a non-directory in the way is -ENOTDIR. */
 int fsutil_mkdir_p(const char *path, mode_t mode);
-/* join "a" "b" -> "a/b" (malloc'd). */
+/* join "a" "b" -> "a/b" (malloc'd, NULL when out of memory); no doubled '/'. */
 char *fsutil_join(const char *a, const char *b);
 
 #endif

@@ -19,6 +19,8 @@ void json_putp(struct json_object **o)
 }
 
 static int vfail(struct ws_err *err, int r, int code, const char *file, int line, int column,
+		 const char *fmt, va_list ap) __attribute__((format(printf, 7, 0)));
+static int vfail(struct ws_err *err, int r, int code, const char *file, int line, int column,
 		 const char *fmt, va_list ap)
 {
 	if (!err)

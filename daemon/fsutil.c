@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/* File helpers: reads with a size cap, and the one atomic replacement every writer of the
+ * daemon goes through (temporary in the same directory, fsync, rename, fsync of the
+ * directory). This is the only place that renames a file into place. It does not check
+ * that the old bytes are still the ones a caller parsed: callers compare before replacing. */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ws_proto.h"
+
+#define READ_CHUNK 65536
+
+/* Splits @path into its directory ("." when it has none) and base name; malloc'd. */
+static int split_path(const char *path, char **ret_dir, char **ret_base)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	const char *slash = strrchr(path, '/');
+
+	if (!slash) {
+		dir = strdup(".");
+		base = strdup(path);
+	} else {
+		dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+		base = strdup(slash + 1);
+	}
+	if (!dir || !base)
+		return -ENOMEM;
+	if (base[0] == '\0')
+		return -EISDIR;
+	*ret_dir = ws_steal(&dir);
+	*ret_base = ws_steal(&base);
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	WS_AUTOCLOSE int fd = -1;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0 && errno != EINVAL)
+		return -errno;
+	return 0;
+}
+
+/* The process umask without changing it (umask(2) would race with other threads):
+ * Linux reports it in /proc/self/status; fall back to the usual 022. */
+static mode_t current_umask(void)
+{
+	char line[256];
+	unsigned int mask;
+	mode_t r = 022;
+	FILE *f;
+
+	f = fopen("/proc/self/status", "re");
+	if (!f)
+		return r;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "Umask: %o", &mask) == 1) {
+			r = (mode_t)(mask & 0777);
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
+{
+	WS_AUTOFREE char *buf = NULL;
+	size_t len = 0, cap = 0;
+	struct stat st;
+
+	if (max > SIZE_MAX / 2)
+		max = SIZE_MAX / 2;
+	/* A regular file that is already too large fails before any reading. */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+		off_t pos = lseek(fd, 0, SEEK_CUR);
+
+		if (pos >= 0 && st.st_size > pos && (uintmax_t)(st.st_size - pos) > max)
+			return -EFBIG;
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 2) {
+			/* Room for one byte past the cap, to notice a file larger than @max. */
+			size_t ncap = cap ? cap * 2 : READ_CHUNK;
+			char *nbuf;
+
+			if (ncap > max + 2)
+				ncap = max + 2;
+			if (ncap <= cap)
+				ncap = cap + 2;
+			nbuf = realloc(buf, ncap);
+			if (!nbuf)
+				return -ENOMEM;
+			buf = nbuf;
+			cap = ncap;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max)
+			return -EFBIG;
+	}
+	if (!buf) {
+		buf = malloc(1);
+		if (!buf)
+			return -ENOMEM;
+	}
+	buf[len] = '\0';
+	*ret_buf = ws_steal(&buf);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+int fsutil_read(const char *path, size_t max, char **ret_buf, size_t *ret_len)
+{
+	WS_AUTOCLOSE int fd = -1;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	return fsutil_read_fd(fd, max, ret_buf, ret_len);
+}
+
+/* Puts the temporary @tmp in place of @path without replacing an existing file. */
+static int rename_noreplace(const char *tmp, const char *path)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+		return -errno;
+	/* The file system cannot rename without replacing: link() never replaces either. */
+	if (link(tmp, path) < 0)
+		return -errno;
+	(void)unlink(tmp);
+	return 0;
+}
+
+int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
+		   struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	WS_AUTOFREE char *tmp = NULL;
+	WS_AUTOCLOSE int fd = -1;
+	struct stat old;
+	bool have_old;
+	const char *what;
+	int r;
+
+	r = split_path(path, &dir, &base);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+
+	if (lstat(path, &old) == 0) {
+		if (flags & FSUTIL_NEW)
+			return ws_fail_at(err, -EEXIST, WS_E_FILE_EXISTS, path, 0, 0,
+					  "'%s' already exists", path);
+		if (!S_ISREG(old.st_mode))
+			return ws_fail(err, -EISDIR, 0, "cannot replace '%s': not a regular file",
+				       path);
+		have_old = true;
+	} else if (errno == ENOENT) {
+		have_old = false;
+	} else {
+		r = -errno;
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+	}
+
+	if (asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0) {
+		tmp = NULL;
+		return ws_fail(err, -ENOMEM, 0, "cannot write '%s': out of memory", path);
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		return ws_fail(err, r, 0, "cannot create a temporary file in '%s': %s", dir,
+			       strerror(-r));
+	}
+
+	what = "write";
+	r = write_all(fd, buf, len);
+	if (r < 0)
+		goto fail;
+	what = "set the mode of";
+	if (flags & FSUTIL_PRIVATE)
+		r = fchmod(fd, 0600);
+	else if (have_old)
+		r = fchmod(fd, old.st_mode & 07777);
+	else
+		r = fchmod(fd, 0644 & ~current_umask());
+	if (r < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (have_old && (old.st_uid != geteuid() || old.st_gid != getegid())) {
+		/* Keep the owner (root editing a user's file); the group alone may also move. */
+		what = "keep the owner of";
+		if (fchown(fd, old.st_uid, old.st_gid) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		/* chown clears set-id bits: put the mode back. */
+		if (!(flags & FSUTIL_PRIVATE) && fchmod(fd, old.st_mode & 07777) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	what = "sync";
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	what = "close";
+	r = close(fd);
+	fd = -1;
+	if (r < 0) {
+		r = -errno;
+		goto fail;
+	}
+
+	what = "rename into";
+	if (flags & FSUTIL_NEW)
+		r = rename_noreplace(tmp, path);
+	else
+		r = rename(tmp, path) < 0 ? -errno : 0;
+	if (r == -EEXIST) {
+		(void)unlink(tmp);
+		return ws_fail_at(err, -EEXIST, WS_E_FILE_EXISTS, path, 0, 0,
+				  "'%s' already exists", path);
+	}
+	if (r < 0)
+		goto fail;
+
+	/* The rename is done; a failed directory sync only weakens durability. */
+	r = fsync_dir(dir);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
+	return 0;
+
+fail:
+	(void)unlink(tmp);
+	return ws_fail(err, r, 0, "cannot %s '%s': %s", what, path, strerror(-r));
+}
+
+int fsutil_remove(const char *path)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	int r;
+
+	r = split_path(path, &dir, &base);
+	if (r < 0)
+		return r;
+	if (unlink(path) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return fsync_dir(dir);
+}
+
+int fsutil_mkdir_p(const char *path, mode_t mode)
+{
+	WS_AUTOFREE char *p = NULL;
+	struct stat st;
+	char *s;
+
+	if (!path || !*path)
+		return -EINVAL;
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	/* Each prefix ending before a '/', then the whole path. */
+	for (s = p + 1;; s++) {
+		bool end = *s == '\0';
+
+		if (!end && *s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0) {
+			if (errno != EEXIST)
+				return -errno;
+			if (stat(p, &st) < 0)
+				return -errno;
+			if (!S_ISDIR(st.st_mode))
+				return -ENOTDIR;
+		}
+		if (end)
+			break;
+		*s = '/';
+		/* Collapse "a//b" and stop at a trailing '/'. */
+		while (s[1] == '/')
+			s++;
+		if (s[1] == '\0')
+			break;
+	}
+	return 0;
+}
+
+char *fsutil_join(const char *a, const char *b)
+{
+	size_t la = strlen(a);
+	char *r = NULL;
+
+	while (*b == '/')
+		b++;
+	if (la == 0)
+		return strdup(b);
+	if (asprintf(&r, "%s%s%s", a, a[la - 1] == '/' ? "" : "/", b) < 0)
+		return NULL;
+	return r;
+}

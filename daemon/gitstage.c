@@ -1,0 +1,530 @@
+/* SPDX-License-Identifier: MIT */
+/* Every libgit2 call of the daemon. The repository is opened once, after our own ownership
+ * check, and kept open; staging writes blobs and index entries for exactly the paths asked
+ * for, in one index write, and waits a bounded time for another git's index.lock but never
+ * removes it. Index snapshots are raw bytes put back under git's own lock protocol. It does
+ * not commit, touch the work tree, or know what the staged files mean. */
+#include "gitstage.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <git2.h>
+
+#include "fsutil.h"
+#include "ws_proto.h"
+
+#define GITSTAGE_INDEX_MAX ((size_t)1 << 30) /* a larger .git/index is not ours to snapshot */
+#define LOCK_RETRY_MS 20
+
+struct gitstage {
+	git_repository *repo; /* owned */
+	git_index *index;     /* owned reference to the repository's index */
+	char *workdir;        /* owned; absolute, no trailing '/' */
+	char *gitdir;         /* owned; absolute, no trailing '/' */
+	char *index_path;     /* owned; gitdir/index */
+	char *lock_path;      /* owned; gitdir/index.lock */
+};
+
+static pthread_once_t git_once = PTHREAD_ONCE_INIT;
+static int git_init_r;
+
+static void git_init_once(void)
+{
+	git_init_r = git_libgit2_init();
+	if (git_init_r < 0)
+		return;
+	/* Ownership is checked by gitstage_open() itself, so that the refusal always carries
+	 * our message (both uids and the fix) rather than libgit2's. */
+	(void)git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
+}
+
+/* The one translation of libgit2 failures (git's own text goes into data.git). */
+static int git_fail(int g, struct ws_err *err)
+{
+	const git_error *e = git_error_last();
+	char why[512];
+	int r;
+
+	snprintf(why, sizeof(why), "%s", e && e->message ? e->message : "unknown failure");
+	if (g == GIT_ELOCKED)
+		r = ws_fail(err, -EBUSY, WS_E_BUSY, "index locked: %s", why);
+	else
+		r = ws_fail(err, -EIO, WS_E_GIT_ERROR, "%s", why);
+	ws_err_set_str(err, "git", why);
+	return r;
+}
+
+static char *strip_slash(const char *path)
+{
+	char *s = strdup(path);
+	size_t n;
+
+	if (!s)
+		return NULL;
+	n = strlen(s);
+	while (n > 1 && s[n - 1] == '/')
+		s[--n] = '\0';
+	return s;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits a little for someone else's index.lock to go away. Returns false once
+ * @deadline has passed (then the caller reports BUSY). This runs on the thread pool. */
+static bool lock_wait(int64_t deadline)
+{
+	struct timespec ts = { 0, LOCK_RETRY_MS * 1000000L };
+	int64_t left = deadline - now_ms();
+
+	if (left <= 0)
+		return false;
+	if (left < LOCK_RETRY_MS)
+		ts.tv_nsec = left * 1000000L;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return true;
+}
+
+static int busy_fail(struct gitstage *g, int waited_ms, struct ws_err *err)
+{
+	int r;
+
+	r = ws_fail_at(err, -EBUSY, WS_E_BUSY, g->lock_path, 0, 0,
+		       "the git index is locked: '%s' exists after waiting %d ms (another git "
+		       "command is running; if none is, it crashed and the file can be removed)",
+		       g->lock_path, waited_ms);
+	ws_err_set_str(err, "lock", g->lock_path);
+	return r;
+}
+
+/* True when git's safe.directory (system and global configuration, as git reads it) allows
+ * @workdir although another user owns it. */
+static bool safe_directory(const char *workdir)
+{
+	git_config *cfg = NULL;
+	git_config_iterator *it = NULL;
+	git_config_entry *ce;
+	bool safe = false;
+
+	if (git_config_open_default(&cfg) < 0)
+		return false;
+	if (git_config_multivar_iterator_new(&it, cfg, "safe.directory", NULL) == 0) {
+		while (git_config_next(&ce, it) == 0) {
+			WS_AUTOFREE char *v = strip_slash(ce->value ? ce->value : "");
+
+			if (!v)
+				break;
+			/* an empty value resets the list, as in git */
+			if (v[0] == '\0')
+				safe = false;
+			else if (!strcmp(v, "*") || !strcmp(v, workdir))
+				safe = true;
+		}
+		git_config_iterator_free(it);
+	}
+	git_config_free(cfg);
+	return safe;
+}
+
+/* Refuses @gitdir when another uid owns it, unless safe.directory lists @workdir. */
+static int check_owner(const char *gitdir, const char *workdir, struct ws_err *err)
+{
+	struct stat st;
+	uid_t me = geteuid();
+	int r;
+
+	if (stat(gitdir, &st) < 0) {
+		r = -errno;
+		return ws_fail(err, r, WS_E_GIT_ERROR, "cannot examine '%s': %s", gitdir,
+			       strerror(-r));
+	}
+	if (st.st_uid == me || safe_directory(workdir))
+		return 0;
+	r = ws_fail_at(err, -EPERM, WS_E_GIT_ERROR, gitdir, 0, 0,
+		       "repository '%s' is owned by uid %u, but workspaced runs as uid %u: run "
+		       "workspaced as uid %u, or add the path to git's safe.directory (git config "
+		       "--global --add safe.directory '%s')",
+		       gitdir, (unsigned)st.st_uid, (unsigned)me, (unsigned)st.st_uid, workdir);
+	ws_err_set_int(err, "ownerUid", st.st_uid);
+	ws_err_set_int(err, "uid", me);
+	return r;
+}
+
+/* libgit2 refused to open @workdir. When its own ownership check did it (if that could not
+ * be turned off: 1.5 even reports it as GIT_ENOTFOUND, "safe.directory was not found"),
+ * give our message naming the uids. */
+static int open_fail(const char *workdir, int g, struct ws_err *err)
+{
+	WS_AUTOFREE char *abs = realpath(workdir, NULL);
+	WS_AUTOFREE char *gitdir = fsutil_join(abs ? abs : workdir, ".git");
+	struct stat st;
+	int r;
+
+	if ((g == GIT_ENOTFOUND || g == GIT_EOWNER) && gitdir && stat(gitdir, &st) == 0 &&
+	    st.st_uid != geteuid()) {
+		r = check_owner(gitdir, abs ? abs : workdir, err);
+		if (r < 0)
+			return r;
+	}
+	if (g == GIT_ENOTFOUND)
+		return ws_fail(err, -ENOENT, WS_E_GIT_ERROR,
+			       "'%s' is not a git work tree: run 'git init' there, or point "
+			       "workspaced at the flake repository",
+			       workdir);
+	return git_fail(g, err);
+}
+
+int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *err)
+{
+	struct gitstage *g;
+	int r;
+
+	(void)pthread_once(&git_once, git_init_once);
+	if (git_init_r < 0)
+		return git_fail(git_init_r, err);
+
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	r = git_repository_open_ext(&g->repo, workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+	if (r < 0) {
+		r = open_fail(workdir, r, err);
+		goto fail;
+	}
+	if (git_repository_is_bare(g->repo) || !git_repository_workdir(g->repo)) {
+		r = ws_fail(err, -EINVAL, WS_E_GIT_ERROR,
+			    "'%s' is a bare repository: workspaced needs a work tree", workdir);
+		goto fail;
+	}
+	g->workdir = strip_slash(git_repository_workdir(g->repo));
+	g->gitdir = strip_slash(git_repository_path(g->repo));
+	g->index_path = g->gitdir ? fsutil_join(g->gitdir, "index") : NULL;
+	g->lock_path = g->gitdir ? fsutil_join(g->gitdir, "index.lock") : NULL;
+	if (!g->workdir || !g->index_path || !g->lock_path) {
+		r = ws_fail(err, -ENOMEM, 0, "out of memory");
+		goto fail;
+	}
+	r = check_owner(g->gitdir, g->workdir, err);
+	if (r < 0)
+		goto fail;
+	r = git_repository_index(&g->index, g->repo);
+	if (r < 0) {
+		r = git_fail(r, err);
+		goto fail;
+	}
+	*ret_g = g;
+	return 0;
+
+fail:
+	gitstage_free(g);
+	return r;
+}
+
+void gitstage_free(struct gitstage *g)
+{
+	if (!g)
+		return;
+	git_index_free(g->index);
+	git_repository_free(g->repo);
+	free(g->workdir);
+	free(g->gitdir);
+	free(g->index_path);
+	free(g->lock_path);
+	free(g);
+}
+
+const char *gitstage_workdir(const struct gitstage *g)
+{
+	return g->workdir;
+}
+
+const char *gitstage_index_path(const struct gitstage *g)
+{
+	return g->index_path;
+}
+
+/* Rejects paths that would leave the work tree or name git's own files. */
+static int check_path(const char *path, struct ws_err *err)
+{
+	const char *p = path;
+
+	if (!path || !*path || *path == '/')
+		goto bad;
+	while (*p) {
+		size_t n = strcspn(p, "/");
+
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && !strncmp(p, "..", 2)) ||
+		    (n == 4 && !strncmp(p, ".git", 4)))
+			goto bad;
+		p += n;
+		if (*p == '/')
+			p++;
+	}
+	if (p[-1] == '/')
+		goto bad;
+	return 0;
+bad:
+	return ws_fail(err, -EINVAL, WS_E_GIT_ERROR, "'%s' is not a path inside the work tree",
+		       path ? path : "(null)");
+}
+
+int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
+			struct ws_err *err)
+{
+	const git_index_entry *ie;
+	git_blob *blob = NULL;
+	git_object_size_t size;
+	char *buf;
+	int r;
+
+	r = check_path(path, err);
+	if (r < 0)
+		return r;
+	/* Always from disk: other git processes (and gitstage_restore_index) change it. */
+	r = git_index_read(g->index, 1);
+	if (r < 0)
+		return git_fail(r, err);
+	ie = git_index_get_bypath(g->index, path, 0);
+	if (!ie)
+		return ws_fail(err, -ENOENT, WS_E_GIT_ERROR, "'%s' is not in the index", path);
+	r = git_blob_lookup(&blob, g->repo, &ie->id);
+	if (r < 0)
+		return git_fail(r, err);
+	size = git_blob_rawsize(blob);
+	buf = malloc((size_t)size + 1);
+	if (!buf) {
+		git_blob_free(blob);
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	}
+	memcpy(buf, git_blob_rawcontent(blob), (size_t)size);
+	buf[size] = '\0';
+	git_blob_free(blob);
+	*ret_buf = buf;
+	if (ret_len)
+		*ret_len = (size_t)size;
+	return 0;
+}
+
+/* Builds the index entry for @e (blob @id). When the work-tree file holds exactly the
+ * staged bytes, its stat data goes into the entry, so git sees it unmodified without
+ * re-hashing; otherwise the stat data stays zero and git compares contents. */
+static int make_entry(struct gitstage *g, const struct gitstage_entry *e, const git_oid *id,
+		      git_index_entry *ret_ie, struct ws_err *err)
+{
+	WS_AUTOFREE char *full = NULL;
+	git_index_entry ie = { 0 };
+	struct stat st;
+	bool have_file;
+
+	full = fsutil_join(g->workdir, e->path);
+	if (!full)
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	have_file = lstat(full, &st) == 0 && S_ISREG(st.st_mode);
+
+	ie.mode = e->mode;
+	if (ie.mode == 0)
+		ie.mode = have_file && (st.st_mode & S_IXUSR) ? GIT_FILEMODE_BLOB_EXECUTABLE
+							      : GIT_FILEMODE_BLOB;
+	if (ie.mode != GIT_FILEMODE_BLOB && ie.mode != GIT_FILEMODE_BLOB_EXECUTABLE)
+		return ws_fail(err, -EINVAL, WS_E_GIT_ERROR, "'%s': cannot stage mode %o",
+			       e->path, ie.mode);
+	ie.id = *id;
+	ie.path = e->path;
+	ie.file_size = (uint32_t)e->len;
+
+	if (have_file && (uintmax_t)st.st_size == e->len) {
+		WS_AUTOFREE char *disk = NULL;
+		size_t len = 0;
+
+		if (fsutil_read(full, e->len, &disk, &len) == 0 && len == e->len &&
+		    (len == 0 || memcmp(disk, e->buf, len) == 0)) {
+			ie.ctime.seconds = (int32_t)st.st_ctim.tv_sec;
+			ie.ctime.nanoseconds = (uint32_t)st.st_ctim.tv_nsec;
+			ie.mtime.seconds = (int32_t)st.st_mtim.tv_sec;
+			ie.mtime.nanoseconds = (uint32_t)st.st_mtim.tv_nsec;
+			ie.dev = (uint32_t)st.st_dev;
+			ie.ino = (uint32_t)st.st_ino;
+			ie.uid = (uint32_t)st.st_uid;
+			ie.gid = (uint32_t)st.st_gid;
+			ie.file_size = (uint32_t)st.st_size;
+		}
+	}
+	*ret_ie = ie;
+	return 0;
+}
+
+int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+		   int lock_wait_ms, struct ws_err *err)
+{
+	WS_AUTOFREE git_oid *ids = NULL;
+	int64_t start = now_ms();
+	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
+	size_t i;
+	int r;
+
+	if (n == 0)
+		return 0;
+	ids = calloc(n, sizeof(*ids));
+	if (!ids)
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	/* Blobs first: they go to the object database, which needs no lock. */
+	for (i = 0; i < n; i++) {
+		r = check_path(e[i].path, err);
+		if (r < 0)
+			return r;
+		r = git_blob_create_from_buffer(&ids[i], g->repo, e[i].len ? e[i].buf : "",
+						e[i].len);
+		if (r < 0)
+			return git_fail(r, err);
+	}
+
+	for (;;) {
+		struct stat st;
+
+		if (lstat(g->lock_path, &st) == 0)
+			goto locked;
+		/* Re-read right before changing it, so other git commands' work is kept. */
+		r = git_index_read(g->index, 1);
+		if (r < 0)
+			return git_fail(r, err);
+		for (i = 0; i < n; i++) {
+			git_index_entry ie;
+
+			r = make_entry(g, &e[i], &ids[i], &ie, err);
+			if (r < 0)
+				goto undo;
+			r = git_index_add(g->index, &ie);
+			if (r < 0) {
+				r = git_fail(r, err);
+				goto undo;
+			}
+		}
+		r = git_index_write(g->index);
+		if (r == 0)
+			return 0;
+		if (r != GIT_ELOCKED) {
+			r = git_fail(r, err);
+			goto undo;
+		}
+	locked:
+		if (!lock_wait(deadline))
+			return busy_fail(g, (int)(now_ms() - start), err);
+	}
+
+undo:
+	/* Drop the half-applied entries from memory; the file on disk was not written. */
+	(void)git_index_read(g->index, 1);
+	return r;
+}
+
+int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
+			    struct ws_err *err)
+{
+	int r;
+
+	r = fsutil_read(g->index_path, GITSTAGE_INDEX_MAX, ret_buf, ret_len);
+	if (r == -ENOENT)
+		return ws_fail(err, r, WS_E_GIT_ERROR, "the repository has no index yet");
+	if (r < 0)
+		return ws_fail_at(err, r, WS_E_GIT_ERROR, g->index_path, 0, 0,
+				  "cannot read '%s': %s", g->index_path, strerror(-r));
+	return 0;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t k = write(fd, p, len);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
+			   struct ws_err *err)
+{
+	int64_t start = now_ms();
+	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
+	WS_AUTOCLOSE int fd = -1;
+	WS_AUTOCLOSE int dfd = -1;
+	const char *what;
+	int r;
+
+	/* git's own protocol: whoever creates index.lock exclusively owns the index. */
+	for (;;) {
+		fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd >= 0)
+			break;
+		if (errno != EEXIST) {
+			r = -errno;
+			return ws_fail_at(err, r, WS_E_GIT_ERROR, g->lock_path, 0, 0,
+					  "cannot create '%s': %s", g->lock_path, strerror(-r));
+		}
+		if (!lock_wait(deadline))
+			return busy_fail(g, (int)(now_ms() - start), err);
+	}
+
+	if (buf) {
+		what = "write";
+		r = write_all(fd, buf, len);
+		if (r < 0)
+			goto fail;
+		if (fsync(fd) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		r = close(fd);
+		fd = -1;
+		if (r < 0) {
+			r = -errno;
+			goto fail;
+		}
+		/* The lock becomes the index: the one rename outside fsutil, as git does it. */
+		what = "rename into";
+		if (rename(g->lock_path, g->index_path) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	} else {
+		what = "remove";
+		if (unlink(g->index_path) < 0 && errno != ENOENT) {
+			r = -errno;
+			goto fail;
+		}
+		(void)unlink(g->lock_path);
+	}
+
+	dfd = open(g->gitdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		(void)fsync(dfd);
+	/* The open git_index re-reads from disk before its next use (every use forces it);
+	 * doing it now as well keeps libgit2's view current for anyone else. */
+	(void)git_index_read(g->index, 1);
+	return 0;
+
+fail:
+	(void)unlink(g->lock_path);
+	return ws_fail_at(err, r, WS_E_GIT_ERROR, g->index_path, 0, 0, "cannot %s '%s': %s",
+			  what, g->index_path, strerror(-r));
+}

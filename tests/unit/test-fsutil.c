@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: MIT */
+/* fsutil: capped reads and atomic replacement on real files in a temporary directory,
+ * including failures that happen after the temporary exists (no leftovers, target kept). */
+#include <stdbool.h>
+
+#include "harness.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include "fsutil.h"
+#include "ws_proto.h"
+
+/* How many names @dir holds besides "." and ".."; *ret_hidden: how many of them start with
+ * '.' (fsutil's temporaries). */
+static int count_entries(const char *dir, int *ret_hidden)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0, hidden = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		n++;
+		if (de->d_name[0] == '.')
+			hidden++;
+	}
+	closedir(d);
+	*ret_hidden = hidden;
+	return n;
+}
+
+static void assert_file(const char *path, const char *want)
+{
+	size_t len;
+	char *got = h_read(path, &len);
+
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+static void rm_rf(char *dir)
+{
+	assert_int_equal(h_sh("chmod -R u+rwx '%s' && rm -rf '%s'", dir, dir), 0);
+	free(dir);
+}
+
+static void test_replace_new_file_uses_umask(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "a.nix");
+	struct ws_err err = { 0 };
+	struct stat st;
+	mode_t old = umask(027);
+	int hidden;
+
+	assert_int_equal(fsutil_replace(p, "{ }\n", 4, 0, &err), 0);
+	umask(old);
+	assert_file(p, "{ }\n");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_replace_keeps_mode_and_swaps_inode(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "run.sh");
+	struct ws_err err = { 0 };
+	struct stat before, after;
+	int hidden;
+
+	h_write(p, "old\n", 4);
+	assert_int_equal(chmod(p, 0751), 0);
+	assert_int_equal(stat(p, &before), 0);
+	assert_int_equal(fsutil_replace(p, "new contents\n", 13, 0, &err), 0);
+	assert_file(p, "new contents\n");
+	assert_int_equal(stat(p, &after), 0);
+	assert_int_equal(after.st_mode & 07777, 0751);
+	assert_int_equal(after.st_uid, before.st_uid);
+	/* a new inode renamed into place, not a rewrite in place */
+	assert_int_not_equal(after.st_ino, before.st_ino);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* an empty file is a valid content too */
+	assert_int_equal(fsutil_replace(p, "", 0, 0, &err), 0);
+	assert_file(p, "");
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_replace_private_mode(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "state.json");
+	struct ws_err err = { 0 };
+	struct stat st;
+
+	h_write(p, "{}", 2);
+	assert_int_equal(chmod(p, 0644), 0);
+	assert_int_equal(fsutil_replace(p, "{ }", 3, FSUTIL_PRIVATE, &err), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_replace_keeps_owner_as_root(void **unused)
+{
+	char *dir, *p;
+	struct ws_err err = { 0 };
+	struct stat st;
+
+	if (geteuid() != 0)
+		skip();
+	dir = h_tmpdir();
+	p = fsutil_join(dir, "user.nix");
+	h_write(p, "x", 1);
+	assert_int_equal(chown(p, 65534, 65534), 0);
+	assert_int_equal(chmod(p, 0664), 0);
+	assert_int_equal(fsutil_replace(p, "y", 1, 0, &err), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_gid, 65534);
+	assert_int_equal(st.st_mode & 07777, 0664);
+	assert_file(p, "y");
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_new_never_overwrites(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct ws_err err = { 0 };
+	int hidden;
+
+	assert_int_equal(fsutil_replace(p, "first\n", 6, FSUTIL_NEW, &err), 0);
+	assert_file(p, "first\n");
+	assert_int_equal(fsutil_replace(p, "second\n", 7, FSUTIL_NEW, &err), -EEXIST);
+	assert_int_equal(err.code, WS_E_FILE_EXISTS);
+	assert_non_null(strstr(err.message, p));
+	assert_string_equal(err.file, p);
+	ws_err_clear(&err);
+	assert_file(p, "first\n");
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_failures_leave_no_temporary(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *sub = fsutil_join(dir, "sub");
+	char *missing = fsutil_join(dir, "nope/x.nix");
+	struct ws_err err = { 0 };
+	int hidden;
+	int r;
+
+	/* the target is a directory */
+	assert_int_equal(mkdir(sub, 0755), 0);
+	r = fsutil_replace(sub, "x", 1, 0, &err);
+	assert_true(r < 0);
+	assert_non_null(strstr(err.message, sub));
+	ws_err_clear(&err);
+	/* the directory does not exist */
+	r = fsutil_replace(missing, "x", 1, 0, &err);
+	assert_int_equal(r, -ENOENT);
+	ws_err_clear(&err);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	free(sub);
+	free(missing);
+	rm_rf(dir);
+}
+
+/* Runs fsutil_replace() in a child (so rlimits and uid changes stay there); returns its
+ * result as the child's exit code (the negated errno). */
+static int replace_in_child(const char *path, size_t len, int flags, bool as_nobody,
+			    rlim_t fsize)
+{
+	pid_t pid;
+	int st;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ws_err err = { 0 };
+		char *buf = calloc(1, len);
+		int r;
+
+		if (fsize != RLIM_INFINITY) {
+			struct rlimit rl = { fsize, fsize };
+
+			signal(SIGXFSZ, SIG_IGN);
+			if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+				_exit(100);
+		}
+		if (as_nobody && (setresgid(65534, 65534, 65534) < 0 ||
+				  setresuid(65534, 65534, 65534) < 0))
+			_exit(101);
+		r = fsutil_replace(path, buf, len, flags, &err);
+		_exit(r < 0 ? -r : 0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return -WEXITSTATUS(st);
+}
+
+static void test_write_failure_removes_temporary(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "big.nix");
+	int hidden;
+
+	h_write(p, "keep\n", 5);
+	/* The temporary is created, then writing fails past the file size limit. */
+	assert_int_equal(replace_in_child(p, 1 << 20, 0, false, 4096), -EFBIG);
+	assert_file(p, "keep\n");
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_unwritable_directory(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *ro = fsutil_join(dir, "ro");
+	char *p = fsutil_join(ro, "x.nix");
+	struct ws_err err = { 0 };
+	int hidden;
+	int r;
+
+	assert_int_equal(mkdir(ro, 0755), 0);
+	h_write(p, "keep\n", 5);
+	assert_int_equal(chmod(ro, 0555), 0);
+	if (geteuid() == 0) {
+		/* root writes anywhere: try as nobody, who may enter but not write */
+		assert_int_equal(chmod(dir, 0755), 0);
+		r = replace_in_child(p, 10, 0, true, RLIM_INFINITY);
+	} else {
+		r = fsutil_replace(p, "0123456789", 10, 0, &err);
+		ws_err_clear(&err);
+	}
+	assert_int_equal(r, -EACCES);
+	assert_file(p, "keep\n");
+	assert_int_equal(count_entries(ro, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	free(p);
+	free(ro);
+	rm_rf(dir);
+}
+
+static void test_read_caps(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "f");
+	char *buf = NULL;
+	size_t len = 0;
+	int fd;
+
+	h_write(p, "0123456789", 10);
+	assert_int_equal(fsutil_read(p, 10, &buf, &len), 0);
+	assert_int_equal(len, 10);
+	assert_string_equal(buf, "0123456789");
+	free(buf);
+	buf = NULL;
+	assert_int_equal(fsutil_read(p, 9, &buf, &len), -EFBIG);
+	assert_null(buf);
+	assert_int_equal(fsutil_read(p, 0, &buf, &len), -EFBIG);
+
+	/* from the fd's current offset */
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(lseek(fd, 4, SEEK_SET), 4);
+	assert_int_equal(fsutil_read_fd(fd, 6, &buf, &len), 0);
+	assert_int_equal(len, 6);
+	assert_string_equal(buf, "456789");
+	free(buf);
+	close(fd);
+
+	/* an empty file gives an empty, NUL-terminated buffer */
+	h_write(p, "", 0);
+	assert_int_equal(fsutil_read(p, 0, &buf, &len), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(buf, "");
+	free(buf);
+
+	assert_int_equal(fsutil_read("/nonexistent/ws-test", 10, &buf, &len), -ENOENT);
+	free(p);
+	rm_rf(dir);
+}
+
+static void test_read_pipe_cap(void **unused)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int fds[2];
+
+	/* no size to look at up front: the cap applies while reading */
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	assert_int_equal(write(fds[1], "abcdef", 6), 6);
+	close(fds[1]);
+	assert_int_equal(fsutil_read_fd(fds[0], 5, &buf, &len), -EFBIG);
+	close(fds[0]);
+
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	assert_int_equal(write(fds[1], "abcdef", 6), 6);
+	close(fds[1]);
+	assert_int_equal(fsutil_read_fd(fds[0], 6, &buf, &len), 0);
+	assert_int_equal(len, 6);
+	assert_string_equal(buf, "abcdef");
+	free(buf);
+	close(fds[0]);
+}
+
+static void test_mkdir_p_join_remove(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *deep = fsutil_join(dir, "a/b//c/");
+	char *file = fsutil_join(dir, "a/f");
+	char *under_file = fsutil_join(dir, "a/f/g");
+	char *j;
+	struct stat st;
+
+	assert_int_equal(fsutil_mkdir_p(deep, 0700), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	/* again: nothing to do */
+	assert_int_equal(fsutil_mkdir_p(deep, 0700), 0);
+	h_write(file, "x", 1);
+	assert_int_equal(fsutil_mkdir_p(under_file, 0700), -ENOTDIR);
+	assert_int_equal(fsutil_mkdir_p(file, 0700), -ENOTDIR);
+
+	assert_int_equal(fsutil_remove(file), 0);
+	assert_int_equal(stat(file, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(fsutil_remove(file), 0);
+
+	j = fsutil_join("a", "b");
+	assert_string_equal(j, "a/b");
+	free(j);
+	j = fsutil_join("a/", "/b");
+	assert_string_equal(j, "a/b");
+	free(j);
+	j = fsutil_join("", "b");
+	assert_string_equal(j, "b");
+	free(j);
+
+	free(deep);
+	free(file);
+	free(under_file);
+	rm_rf(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_replace_new_file_uses_umask),
+		cmocka_unit_test(test_replace_keeps_mode_and_swaps_inode),
+		cmocka_unit_test(test_replace_private_mode),
+		cmocka_unit_test(test_replace_keeps_owner_as_root),
+		cmocka_unit_test(test_new_never_overwrites),
+		cmocka_unit_test(test_failures_leave_no_temporary),
+		cmocka_unit_test(test_write_failure_removes_temporary),
+		cmocka_unit_test(test_unwritable_directory),
+		cmocka_unit_test(test_read_caps),
+		cmocka_unit_test(test_read_pipe_cap),
+		cmocka_unit_test(test_mkdir_p_join_remove),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,504 @@
+/* SPDX-License-Identifier: MIT */
+/* gitstage on real repositories made and inspected with the git CLI: exactly the asked-for
+ * paths staged (status without spurious work-tree changes), index.lock respected and never
+ * removed, byte-identical index snapshots, one index write per call, clear refusals. */
+#include <stdbool.h>
+
+#include "harness.h"
+
+#include <sys/inotify.h>
+#include <time.h>
+
+#include <git2.h>
+#include <json-c/json.h>
+
+#include "fsutil.h"
+#include "gitstage.h"
+#include "ws_proto.h"
+
+#define GIT "git -c user.name=t -c user.email=t@t -c init.defaultBranch=main"
+
+static char *home; /* HOME for git and libgit2: no user configuration leaks in */
+
+static void put(const char *dir, const char *rel, const char *text)
+{
+	char *p = fsutil_join(dir, rel);
+
+	h_write(p, text, strlen(text));
+	free(p);
+}
+
+/* A repository with a.txt, b.txt and c.nix committed. */
+static char *make_repo(void)
+{
+	char *dir = h_tmpdir();
+
+	assert_int_equal(h_sh("cd '%s' && " GIT " init -q .", dir), 0);
+	put(dir, "a.txt", "alpha\n");
+	put(dir, "b.txt", "bravo\n");
+	put(dir, "c.nix", "line1\nline2\nline3\n");
+	assert_int_equal(h_sh("cd '%s' && " GIT " add -A && " GIT " commit -qm init", dir), 0);
+	return dir;
+}
+
+static void rm_repo(char *dir)
+{
+	assert_int_equal(h_sh("rm -rf '%s'", dir), 0);
+	free(dir);
+}
+
+static char *git_out(const char *dir, const char *args)
+{
+	return h_sh_out("cd '%s' && " GIT " %s", dir, args);
+}
+
+static void assert_git(const char *dir, const char *args, const char *want)
+{
+	char *out = git_out(dir, args);
+
+	if (strcmp(out, want) != 0)
+		fail_msg("git %s:\n got: [%s]\nwant: [%s]", args, out, want);
+	free(out);
+}
+
+static struct gitstage *open_ok(const char *dir)
+{
+	struct gitstage *g = NULL;
+	struct ws_err err = { 0 };
+	int r = gitstage_open(dir, &g, &err);
+
+	if (r < 0)
+		fail_msg("gitstage_open('%s'): %d %s", dir, r, err.message);
+	assert_non_null(g);
+	return g;
+}
+
+static int stage1(struct gitstage *g, const char *path, const char *text, int wait_ms,
+		  struct ws_err *err)
+{
+	struct gitstage_entry e = { path, text, strlen(text), 0 };
+
+	return gitstage_stage(g, &e, 1, wait_ms, err);
+}
+
+static int64_t ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_open_paths(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	char *want = fsutil_join(dir, ".git/index");
+	char *sub = fsutil_join(dir, "sub");
+
+	assert_string_equal(gitstage_workdir(g), dir);
+	assert_string_equal(gitstage_index_path(g), want);
+	gitstage_free(g);
+
+	/* a subdirectory is not the work tree: no searching upwards */
+	{
+		struct ws_err err = { 0 };
+
+		g = NULL;
+		assert_int_equal(mkdir(sub, 0755), 0);
+		assert_true(gitstage_open(sub, &g, &err) < 0);
+		assert_null(g);
+		assert_int_equal(err.code, WS_E_GIT_ERROR);
+		ws_err_clear(&err);
+	}
+	free(sub);
+	free(want);
+	rm_repo(dir);
+}
+
+static void test_not_a_repository(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *bare = fsutil_join(dir, "bare.git");
+	struct gitstage *g = NULL;
+	struct ws_err err = { 0 };
+
+	assert_int_equal(gitstage_open(dir, &g, &err), -ENOENT);
+	assert_null(g);
+	assert_int_equal(err.code, WS_E_GIT_ERROR);
+	assert_non_null(strstr(err.message, dir));
+	assert_non_null(strstr(err.message, "not a git work tree"));
+	ws_err_clear(&err);
+
+	assert_int_equal(h_sh(GIT " init -q --bare '%s'", bare), 0);
+	assert_true(gitstage_open(bare, &g, &err) < 0);
+	assert_null(g);
+	assert_int_equal(err.code, WS_E_GIT_ERROR);
+	assert_non_null(strstr(err.message, "bare"));
+	ws_err_clear(&err);
+	free(bare);
+	rm_repo(dir);
+}
+
+static void test_owned_by_another_uid(void **unused)
+{
+	char *dir, *gitdir, *cfg, *want;
+	struct gitstage *g = NULL;
+	struct ws_err err = { 0 };
+	struct json_object *v;
+
+	if (geteuid() != 0)
+		skip(); /* only root can give the .git directory to another uid */
+	dir = make_repo();
+	gitdir = fsutil_join(dir, ".git");
+	cfg = fsutil_join(home, ".gitconfig");
+	assert_int_equal(chown(gitdir, 65534, 65534), 0);
+
+	assert_int_equal(gitstage_open(dir, &g, &err), -EPERM);
+	assert_null(g);
+	assert_int_equal(err.code, WS_E_GIT_ERROR);
+	assert_non_null(strstr(err.message, "owned by uid 65534"));
+	assert_non_null(strstr(err.message, "runs as uid 0"));
+	assert_non_null(strstr(err.message, "run workspaced as uid 65534"));
+	assert_non_null(strstr(err.message, "safe.directory"));
+	assert_true(json_object_object_get_ex(err.data, "ownerUid", &v));
+	assert_int_equal(json_object_get_int(v), 65534);
+	ws_err_clear(&err);
+
+	/* the same message when libgit2's own ownership check refuses first */
+	assert_int_equal(git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 1), 0);
+	assert_int_equal(gitstage_open(dir, &g, &err), -EPERM);
+	assert_int_equal(git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0), 0);
+	assert_null(g);
+	assert_int_equal(err.code, WS_E_GIT_ERROR);
+	assert_non_null(strstr(err.message, "owned by uid 65534"));
+	assert_non_null(strstr(err.message, "runs as uid 0"));
+	ws_err_clear(&err);
+
+	/* the fix the message names works */
+	assert_true(asprintf(&want, "[safe]\n\tdirectory = %s\n", dir) > 0);
+	h_write(cfg, want, strlen(want));
+	g = open_ok(dir);
+	gitstage_free(g);
+	assert_int_equal(unlink(cfg), 0);
+
+	free(want);
+	free(cfg);
+	free(gitdir);
+	rm_repo(dir);
+}
+
+static void test_stage_new_and_modified(void **unused)
+{
+	char *dir = make_repo();
+	char *sh = fsutil_join(dir, "run.sh");
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	struct gitstage_entry e[3] = {
+		{ "new.txt", "new file\n", 9, 0 },
+		{ "a.txt", "alpha 2\n", 8, 0 },
+		{ "run.sh", "#!/bin/sh\n", 10, 0 },
+	};
+
+	put(dir, "new.txt", "new file\n");
+	put(dir, "a.txt", "alpha 2\n");
+	put(dir, "b.txt", "bravo, unstaged\n");
+	put(dir, "run.sh", "#!/bin/sh\n");
+	assert_int_equal(chmod(sh, 0755), 0);
+
+	assert_int_equal(gitstage_stage(g, e, 3, 500, &err), 0);
+	/* the stat data is the file's: plumbing that does not refresh the index sees no
+	 * change either (first: `git status` would refresh and rewrite the index) */
+	assert_git(dir, "diff-files --name-only", "b.txt\n");
+	assert_git(dir, "diff --cached --name-only", "a.txt\nnew.txt\nrun.sh\n");
+	assert_git(dir, "status --porcelain", "M  a.txt\n M b.txt\nA  new.txt\nA  run.sh\n");
+	/* mode 0 took the work tree's executable bit */
+	assert_git(dir, "ls-files -s run.sh | cut -c1-6", "100755\n");
+	assert_git(dir, "ls-files -s new.txt | cut -c1-6", "100644\n");
+	gitstage_free(g);
+	free(sh);
+	rm_repo(dir);
+}
+
+static void test_stage_blob_other_than_worktree(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	const char *staged = "line1\nline2\nline3\ndaemon\n";
+	char *buf = NULL;
+	size_t len = 0;
+
+	/* the user's unstaged edit, plus the daemon's edit in the file on disk */
+	put(dir, "c.nix", "line1 user\nline2\nline3\ndaemon\n");
+	/* the daemon stages its edit applied to the index version only */
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_string_equal(buf, "line1\nline2\nline3\n");
+	free(buf);
+	assert_int_equal(stage1(g, "c.nix", staged, 500, &err), 0);
+
+	assert_git(dir, "show :c.nix", staged);
+	assert_git(dir, "diff --cached -U0 | grep '^[-+][^-+]'", "+daemon\n");
+	assert_git(dir, "diff -U0 | grep '^[-+][^-+]'", "-line1\n+line1 user\n");
+	assert_git(dir, "status --porcelain", "MM c.nix\n");
+
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_int_equal(len, strlen(staged));
+	assert_string_equal(buf, staged);
+	free(buf);
+	buf = NULL;
+	assert_int_equal(gitstage_read_index(g, "missing.nix", &buf, &len, &err), -ENOENT);
+	assert_null(buf);
+	ws_err_clear(&err);
+	assert_true(stage1(g, "../escape", "x", 500, &err) < 0);
+	ws_err_clear(&err);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+static void test_lock_held_is_busy(void **unused)
+{
+	char *dir = make_repo();
+	char *lock = fsutil_join(dir, ".git/index.lock");
+	char *index = fsutil_join(dir, ".git/index");
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	struct json_object *v;
+	char *before, *after, *lk;
+	size_t blen, alen;
+	int64_t t0, dt;
+
+	put(dir, "a.txt", "alpha 2\n");
+	h_write(lock, "someone else's\n", 15);
+	before = h_read(index, &blen);
+
+	t0 = ms_now();
+	assert_int_equal(stage1(g, "a.txt", "alpha 2\n", 200, &err), -EBUSY);
+	dt = ms_now() - t0;
+	assert_true(dt >= 150 && dt < 900);
+	assert_int_equal(err.code, WS_E_BUSY);
+	assert_non_null(strstr(err.message, lock));
+	assert_string_equal(err.file, lock);
+	assert_true(json_object_object_get_ex(err.data, "lock", &v));
+	assert_string_equal(json_object_get_string(v), lock);
+	ws_err_clear(&err);
+
+	/* a restore waits for the same lock */
+	assert_int_equal(gitstage_restore_index(g, before, blen, 50, &err), -EBUSY);
+	assert_int_equal(err.code, WS_E_BUSY);
+	ws_err_clear(&err);
+
+	/* the lock is untouched, the index byte-identical */
+	lk = h_read(lock, NULL);
+	assert_string_equal(lk, "someone else's\n");
+	free(lk);
+	after = h_read(index, &alen);
+	assert_int_equal(alen, blen);
+	assert_memory_equal(after, before, blen);
+	free(after);
+
+	/* once the other git is done, the same call succeeds */
+	assert_int_equal(unlink(lock), 0);
+	assert_int_equal(stage1(g, "a.txt", "alpha 2\n", 200, &err), 0);
+	assert_git(dir, "status --porcelain", "M  a.txt\n");
+
+	free(before);
+	free(index);
+	free(lock);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+static void test_lock_released_while_waiting(void **unused)
+{
+	char *dir = make_repo();
+	char *lock = fsutil_join(dir, ".git/index.lock");
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	struct stat st;
+	pid_t pid;
+	int status;
+
+	h_write(lock, "", 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct timespec ts = { 0, 100 * 1000000L };
+
+		nanosleep(&ts, NULL);
+		_exit(unlink(lock) == 0 ? 0 : 1);
+	}
+	put(dir, "b.txt", "bravo 2\n");
+	assert_int_equal(stage1(g, "b.txt", "bravo 2\n", 2000, &err), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_git(dir, "status --porcelain", "M  b.txt\n");
+	assert_int_equal(lstat(lock, &st), -1);
+	free(lock);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+static void test_snapshot_restore(void **unused)
+{
+	char *dir = make_repo();
+	char *index = fsutil_join(dir, ".git/index");
+	char *lock = fsutil_join(dir, ".git/index.lock");
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	char *snap = NULL, *snap2 = NULL, *now;
+	size_t slen = 0, slen2 = 0, nlen;
+	struct stat st;
+
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	put(dir, "a.txt", "alpha 2\n");
+	assert_int_equal(stage1(g, "a.txt", "alpha 2\n", 500, &err), 0);
+	now = h_read(index, &nlen);
+	assert_false(nlen == slen && !memcmp(now, snap, slen));
+	free(now);
+
+	/* a snapshot taken after staging comes back exactly too */
+	assert_int_equal(gitstage_snapshot_index(g, &snap2, &slen2, &err), 0);
+	assert_int_equal(stage1(g, "new.txt", "n\n", 500, &err), 0);
+	assert_int_equal(gitstage_restore_index(g, snap2, slen2, 500, &err), 0);
+	now = h_read(index, &nlen);
+	assert_int_equal(nlen, slen2);
+	assert_memory_equal(now, snap2, slen2);
+	free(now);
+	assert_git(dir, "diff --cached --name-only", "a.txt\n");
+
+	assert_int_equal(gitstage_restore_index(g, snap, slen, 500, &err), 0);
+	now = h_read(index, &nlen);
+	assert_int_equal(nlen, slen);
+	assert_memory_equal(now, snap, slen);
+	free(now);
+	assert_git(dir, "diff --cached --name-only", "");
+	assert_git(dir, "status --porcelain", " M a.txt\n");
+	assert_int_equal(lstat(lock, &st), -1);
+
+	/* the open index follows the restored file */
+	{
+		char *buf = NULL;
+
+		assert_int_equal(gitstage_read_index(g, "a.txt", &buf, NULL, &err), 0);
+		assert_string_equal(buf, "alpha\n");
+		free(buf);
+		assert_int_equal(gitstage_read_index(g, "new.txt", &buf, NULL, &err), -ENOENT);
+		ws_err_clear(&err);
+	}
+	free(snap);
+	free(snap2);
+	free(lock);
+	free(index);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+static void test_restore_absent_index(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *index = fsutil_join(dir, ".git/index");
+	char *lock = fsutil_join(dir, ".git/index.lock");
+	struct gitstage *g;
+	struct ws_err err = { 0 };
+	char *snap = NULL;
+	size_t slen = 0;
+	struct stat st;
+
+	assert_int_equal(h_sh("cd '%s' && " GIT " init -q .", dir), 0);
+	g = open_ok(dir);
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), -ENOENT);
+	ws_err_clear(&err);
+	put(dir, "first.nix", "{ }\n");
+	assert_int_equal(stage1(g, "first.nix", "{ }\n", 500, &err), 0);
+	assert_git(dir, "status --porcelain", "A  first.nix\n");
+	assert_int_equal(gitstage_restore_index(g, NULL, 0, 500, &err), 0);
+	assert_int_equal(lstat(index, &st), -1);
+	assert_int_equal(lstat(lock, &st), -1);
+	assert_git(dir, "status --porcelain", "?? first.nix\n");
+	free(lock);
+	free(index);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+static void test_many_entries_one_write(void **unused)
+{
+	char *dir = make_repo();
+	char *gitdir = fsutil_join(dir, ".git");
+	struct gitstage *g = open_ok(dir);
+	struct gitstage_entry e[10];
+	char names[10][32], texts[10][32];
+	struct ws_err err = { 0 };
+	char evbuf[8192];
+	int locks = 0, renames = 0, fd, i;
+	ssize_t n;
+	char *out;
+
+	for (i = 0; i < 10; i++) {
+		snprintf(names[i], sizeof(names[i]), "m/ws%d.nix", i);
+		snprintf(texts[i], sizeof(texts[i]), "{ n = %d; }\n", i);
+		e[i] = (struct gitstage_entry){ names[i], texts[i], strlen(texts[i]), 0100644 };
+	}
+	/* count index.lock creations and renames onto index while staging */
+	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_true(inotify_add_watch(fd, gitdir, IN_CREATE | IN_MOVED_TO) >= 0);
+	assert_int_equal(gitstage_stage(g, e, 10, 500, &err), 0);
+	while ((n = read(fd, evbuf, sizeof(evbuf))) > 0) {
+		char *p = evbuf;
+
+		while (p < evbuf + n) {
+			struct inotify_event *ev = (struct inotify_event *)(void *)p;
+
+			if (ev->len && (ev->mask & IN_CREATE) && !strcmp(ev->name, "index.lock"))
+				locks++;
+			if (ev->len && (ev->mask & IN_MOVED_TO) && !strcmp(ev->name, "index"))
+				renames++;
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+	close(fd);
+	assert_int_equal(locks, 1);
+	assert_int_equal(renames, 1);
+	out = git_out(dir, "diff --cached --name-only | wc -l");
+	assert_string_equal(out, "10\n");
+	free(out);
+	/* not in the work tree: staged as new files, deleted on disk */
+	assert_git(dir, "status --porcelain m/ws3.nix", "AD m/ws3.nix\n");
+	assert_git(dir, "show :m/ws7.nix", "{ n = 7; }\n");
+	free(gitdir);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_paths),
+		cmocka_unit_test(test_not_a_repository),
+		cmocka_unit_test(test_owned_by_another_uid),
+		cmocka_unit_test(test_stage_new_and_modified),
+		cmocka_unit_test(test_stage_blob_other_than_worktree),
+		cmocka_unit_test(test_lock_held_is_busy),
+		cmocka_unit_test(test_lock_released_while_waiting),
+		cmocka_unit_test(test_snapshot_restore),
+		cmocka_unit_test(test_restore_absent_index),
+		cmocka_unit_test(test_many_entries_one_write),
+	};
+	int r;
+
+	/* git and libgit2 see only this empty home (and no system configuration) */
+	home = h_tmpdir();
+	setenv("HOME", home, 1);
+	setenv("XDG_CONFIG_HOME", home, 1);
+	setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
+	unsetenv("GIT_DIR");
+	unsetenv("GIT_WORK_TREE");
+	unsetenv("GIT_INDEX_FILE");
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	(void)h_sh("rm -rf '%s'", home);
+	free(home);
+	return r;
+}
