@@ -54,7 +54,7 @@ struct flake_new_entry {
 	const char *config;     /* Nix path text, e.g. "./workspaces/dev.nix" */
 };
 
-/* Plans the new entry and returns the whole new file (malloc'd) in *ret_buf/*ret_len.
+/* Plans the new entry and returns the whole new file (malloc'd) in *ret_buf and *ret_len.
  * Placement: after the last existing entry, in the same form (nested `workspaces.X`,
  * inside a `workspaces = { }` set, or top-level dotted), otherwise inside the existing
  * sandboxed-workspace block, otherwise a new block at the end of the top-level set.

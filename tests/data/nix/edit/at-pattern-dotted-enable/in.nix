@@ -1,0 +1,6 @@
+args@{ config, lib, ... }:
+{
+  networking.hostName = "h";
+  sandboxed-workspace.enable = true;
+  services.openssh.enable = true;
+}

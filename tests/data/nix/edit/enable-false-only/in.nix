@@ -1,0 +1,8 @@
+{ config, lib, ... }:
+{
+  networking.hostName = "h";
+
+  sandboxed-workspace = {
+    enable = false;
+  };
+}

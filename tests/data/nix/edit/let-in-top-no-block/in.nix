@@ -1,0 +1,6 @@
+let
+  host = "h";
+in
+{
+  networking.hostName = host;
+}

@@ -1,0 +1,15 @@
+{ config, lib, ... }:
+{
+  sandboxed-workspace.workspaces = (lib.mkDefault {
+    a = {
+      type = "incus";
+      config = ./workspaces/a.nix;
+      ip = "192.168.83.90";
+    };
+    b = {
+      type = "incus";
+      config = ./workspaces/b.nix;
+      ip = "192.168.83.91";
+    };
+  });
+}

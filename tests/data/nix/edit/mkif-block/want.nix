@@ -1,0 +1,16 @@
+{ config, lib, ... }:
+{
+  sandboxed-workspace = lib.mkIf config.services.foo.enable {
+    enable = true;
+    workspaces.a = {
+      type = "container";
+      config = ./workspaces/a.nix;
+      ip = "192.168.83.50";
+    };
+    workspaces.b = {
+      type = "container";
+      config = ./workspaces/b.nix;
+      ip = "192.168.83.51";
+    };
+  };
+}

@@ -1,0 +1,16 @@
+{ config, lib, ... }:
+{
+  options = { };
+  config = lib.mkMerge [
+    { networking.hostName = "h"; }
+    (lib.mkIf config.my.enable {
+      sandboxed-workspace = {
+        workspaces.a = {
+          type = "vm";
+          config = ./workspaces/a.nix;
+          ip = "192.168.83.10";
+        };
+      };
+    })
+  ];
+}

@@ -1,0 +1,8 @@
+{ config, lib, ... }:
+{
+  imports = [ ];
+  options.my.flag = lib.mkEnableOption "flag";
+  config = {
+    networking.hostName = "h";
+  };
+}

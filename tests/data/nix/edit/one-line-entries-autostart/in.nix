@@ -1,0 +1,8 @@
+{ config, lib, ... }:
+{
+  sandboxed-workspace = {
+    enable = true;
+    workspaces.a = { type = "vm"; config = ./workspaces/a.nix; ip = "192.168.83.10"; };
+    workspaces.b = { type = "vm"; config = ./workspaces/b.nix; ip = "192.168.83.11"; autoStart = true; };
+  };
+}

@@ -1,0 +1,7 @@
+rec {
+  name = "h";
+  sandboxed-workspace = {
+    enable = true;
+    workspaces = { };
+  };
+}

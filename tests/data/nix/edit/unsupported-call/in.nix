@@ -1,0 +1,7 @@
+{ config, lib, pkgs, ... }:
+{
+  sandboxed-workspace = {
+    enable = true;
+    workspaces = pkgs.callPackage ./workspaces.nix { };
+  };
+}

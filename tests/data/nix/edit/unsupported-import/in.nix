@@ -1,0 +1,4 @@
+{ config, lib, ... }:
+{
+  sandboxed-workspace = import ./sandboxed.nix;
+}
