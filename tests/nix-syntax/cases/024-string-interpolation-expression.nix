@@ -1,0 +1,1 @@
+"${toString (1 + 2)} and ${builtins.toJSON [ 1 ]}"

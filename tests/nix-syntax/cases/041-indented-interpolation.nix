@@ -1,0 +1,4 @@
+let name = "w"; in ''
+  hello ${name}
+  ${toString 3}
+''

@@ -1,0 +1,5 @@
+let a = "x"; in ''
+  outer ${''
+    inner ${a} ${"s${a}"}
+  ''} end
+''

@@ -1,0 +1,4 @@
+''
+  ok
+  ${undefinedThing}
+''

@@ -1,0 +1,4 @@
+''
+	tabbed
+	  more
+''

@@ -1,0 +1,1 @@
+git+ssh://git@host:22/p.git?ref=main#comment-after

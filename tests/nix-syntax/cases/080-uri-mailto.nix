@@ -1,0 +1,1 @@
+mailto:a@b.c

@@ -1,0 +1,4 @@
+let a = 1; in {
+  inherit a;
+  a = 2;
+}

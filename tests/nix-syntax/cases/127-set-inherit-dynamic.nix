@@ -1,0 +1,3 @@
+let k = "a"; a = 1; in {
+  inherit ${k};
+}

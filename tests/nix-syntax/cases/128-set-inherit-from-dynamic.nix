@@ -1,0 +1,1 @@
+let e = { a = 1; }; k = "a"; in { inherit (e) ${k}; }

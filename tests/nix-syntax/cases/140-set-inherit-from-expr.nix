@@ -1,0 +1,1 @@
+{ inherit ({ a = 1; b = 2; }) a; inherit (builtins) map; }

@@ -1,0 +1,1 @@
+let k = "a"; in let inherit ${k}; in 1

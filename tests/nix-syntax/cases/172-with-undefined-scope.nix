@@ -1,0 +1,1 @@
+with nothing; 1

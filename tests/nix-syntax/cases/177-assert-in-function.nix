@@ -1,0 +1,3 @@
+{ x }:
+assert x != null;
+x

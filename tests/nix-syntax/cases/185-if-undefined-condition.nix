@@ -1,0 +1,3 @@
+if
+  c
+then 1 else 2

@@ -1,0 +1,1 @@
+args@{ a ? args.b, b ? 1 }: a

@@ -1,0 +1,1 @@
+(builtins.head [ { a = 1; } ]).a

@@ -1,0 +1,1 @@
+"a" + "b" + toString 1

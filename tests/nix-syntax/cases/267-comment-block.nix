@@ -1,0 +1,3 @@
+/* block
+   comment */
+1

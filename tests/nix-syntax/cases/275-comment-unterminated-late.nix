@@ -1,0 +1,5 @@
+{
+  a = 1;
+  /* started here
+  b = 2;
+}

@@ -1,0 +1,1 @@
+/** doc comment **/ 1

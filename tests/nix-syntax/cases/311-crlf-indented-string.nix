@@ -1,0 +1,4 @@
+let x = "v"; in ''
+  line ${x}
+  other
+''

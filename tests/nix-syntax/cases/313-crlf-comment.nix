@@ -1,0 +1,4 @@
+# comment
+/* block
+   comment */
+1

@@ -1,0 +1,9 @@
+{ ... }:
+{
+  imports = [
+    ./hardware.nix
+    ../../modules/common.nix
+    <home-manager/nixos>
+    ({ pkgs, ... }: { environment.systemPackages = [ pkgs.htop ]; })
+  ];
+}

@@ -1,0 +1,9 @@
+{ config, lib, pkgs, ... }:
+{
+  services.openssh.enable = true;
+  networking.hostName = "box";
+  services = {
+    nginx.enable = true;
+    openssh.enable = false;
+  };
+}

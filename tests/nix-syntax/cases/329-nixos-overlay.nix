@@ -1,0 +1,7 @@
+final: prev: {
+  hello = prev.hello.overrideAttrs (old: {
+    pname = "hello-patched";
+    patches = (old.patches or [ ]) ++ [ ./hello.patch ];
+  });
+  myTool = final.callPackage ./my-tool { };
+}

@@ -1,0 +1,7 @@
+{ pkgs, ... }:
+{
+  systemd.services.x.script = ''
+    echo hi
+  ;
+  networking.hostName = "box";
+}

@@ -1,0 +1,6 @@
+{ config, lib, ... }:
+{
+  environment.systemPackages = [
+    pkgs.git
+  ];
+}

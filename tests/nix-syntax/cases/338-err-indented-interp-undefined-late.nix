@@ -1,0 +1,6 @@
+{ pkgs, ... }:
+''
+  one
+  two ${pkgs.hello}
+  three ${nothing}
+''

@@ -1,0 +1,8 @@
+{
+  services = {
+    openssh = {
+      enable = true;
+    };
+  };
+  services.openssh.enable = false;
+}

@@ -1,0 +1,4 @@
+let
+  x = with { }; y;
+in
+  z

@@ -1,0 +1,3 @@
+let
+  inherit (src) version;
+in version

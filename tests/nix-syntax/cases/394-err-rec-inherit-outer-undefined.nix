@@ -1,0 +1,3 @@
+rec { a = 1; } // rec {
+  inherit a;
+}

@@ -1,0 +1,4 @@
+rec {
+  inherit a;
+  a = 1;
+}

@@ -1,0 +1,5 @@
+let a = 1; in
+let
+  a = 2;
+  a = 3;
+in a

@@ -1,0 +1,9 @@
+{ lib, ... }:
+{
+  options = {
+    a = lib.mkOption {
+      type = lib.types.str;
+      default = helper "x";
+    };
+  };
+}

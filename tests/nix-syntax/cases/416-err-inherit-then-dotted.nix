@@ -1,0 +1,4 @@
+let a = { }; in {
+  inherit a;
+  a.b = 1;
+}

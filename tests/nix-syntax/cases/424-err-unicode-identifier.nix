@@ -1,0 +1,1 @@
+let café = 1; in café

@@ -1,0 +1,1 @@
+let f = x: x; in with { or = 1; }; f or

@@ -1,0 +1,8 @@
+/*
+ * a long
+ * block comment
+ */
+{
+  a = 1;
+  b = ;
+}

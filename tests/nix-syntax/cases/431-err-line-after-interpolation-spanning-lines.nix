@@ -1,0 +1,7 @@
+{
+  a = "${
+    toString
+      1
+  }";
+  b = nope;
+}
