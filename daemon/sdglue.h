@@ -17,8 +17,10 @@ void sdglue_ready(const char *status);
 void sdglue_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sdglue_stopping(void);
 void sdglue_reloading(void);
-/* Starts WATCHDOG=1 pings at half of WATCHDOG_USEC when it is set for us. */
+/* Starts WATCHDOG=1 pings at half of WATCHDOG_USEC when sdglue_init() saw it set for us
+ * (WATCHDOG_PID absent or ours). The timer is unref'd: it never keeps the loop alive. */
 int sdglue_watchdog_start(uv_loop_t *loop);
+/* Closes the watchdog timer; run the loop once more before uv_loop_close(). */
 void sdglue_watchdog_stop(void);
 
 #endif
