@@ -61,6 +61,12 @@ static int check_files(char **files)
 	return bad;
 }
 
+static void hostkeys_error_cb(void *userdata, const struct ws_err *err)
+{
+	(void)userdata;
+	log_warning("host-key watcher: %s", err->message);
+}
+
 static void close_cb(uv_handle_t *h)
 {
 	(void)h;
@@ -181,10 +187,16 @@ static int start_listening(struct daemon *d, struct ws_err *err)
 	}
 	if (d->cfg.group) {
 		struct group *g = getgrnam(d->cfg.group);
-		if (!g)
+		char *end = NULL;
+		unsigned long n = strtoul(d->cfg.group, &end, 10);
+
+		if (g)
+			gid = g->gr_gid;
+		else if (end && end != d->cfg.group && *end == '\0')
+			gid = (gid_t)n;
+		else
 			return ws_fail(err, -ENOENT, 0, "unknown group '%s' (config key group)",
 				       d->cfg.group);
-		gid = g->gr_gid;
 	}
 	return rpc_server_listen_path(d->rpc, d->cfg.socket_path,
 				      gid == (gid_t)-1 ? 0600 : 0660, gid, err);
@@ -240,6 +252,8 @@ int main(int argc, char **argv)
 		ws_err_clear(&err);
 		d.hk = NULL;
 	}
+	if (d.hk)
+		hostkeys_set_error_cb(d.hk, hostkeys_error_cb);
 	methods_start_watching(d.m);
 
 	uv_signal_init(d.loop, &sig_int);
@@ -260,6 +274,10 @@ int main(int argc, char **argv)
 		rpc_server_free(d.rpc);
 	if (d.hk)
 		hostkeys_free(d.hk);
+	/* let close callbacks of unreferenced handles (the watchdog timer) run */
+	for (int i = 0; i < 10 && uv_loop_alive(d.loop); i++)
+		uv_run(d.loop, UV_RUN_NOWAIT);
+	(void)uv_run(d.loop, UV_RUN_NOWAIT);
 	r = uv_loop_close(d.loop);
 	if (r < 0)
 		log_warning("the event loop still had handles at exit: %s", uv_strerror(r));
