@@ -1081,8 +1081,10 @@ static void hostkey_work_cb(uv_work_t *w)
 				it->status = HK_REGISTERED; /* trusted before; write it back */
 		} else if (cur && !op->replace) {
 			it->status = HK_MISMATCH;
-			free(it->old_key);
-			it->old_key = strdup(cur);
+			if (cur != it->old_key) {
+				free(it->old_key);
+				it->old_key = strdup(cur);
+			}
 		} else {
 			it->status = HK_REGISTERED;
 		}
@@ -1159,6 +1161,8 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			rpc_server_emit(m->d->rpc, "hostkey.registered", hk_event(it));
 			break;
 		case HK_MISMATCH:
+			if (op->call)
+				break; /* the caller gets the error itself */
 			log_ctx(LOG_LVL_WARNING, it->name, op->request_id,
 				"%s presented a different host key; not written (use wsctl "
 				"hostkey %s --replace)",
@@ -1166,6 +1170,8 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			rpc_server_emit(m->d->rpc, "hostkey.mismatch", hk_event(it));
 			break;
 		case HK_INVALID:
+			if (op->call)
+				break;
 			log_ctx(LOG_LVL_WARNING, it->name, op->request_id,
 				"invalid host key file for %s: %s", it->name,
 				it->message ? it->message : "");
