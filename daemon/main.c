@@ -30,6 +30,7 @@
 #define HOSTKEY_DEBOUNCE_MS 50
 
 static uv_signal_t sig_int, sig_term, sig_hup;
+static bool signals_started;
 
 /* `workspaced --check FILE...`: our parser's verdict on each file, nothing started. */
 static int check_files(char **files)
@@ -96,9 +97,11 @@ void daemon_idle(struct daemon *d)
 	if (d->hk)
 		hostkeys_close(d->hk, hk_closed_cb, d);
 	methods_free(d->m);
-	uv_close((uv_handle_t *)&sig_int, close_cb);
-	uv_close((uv_handle_t *)&sig_term, close_cb);
-	uv_close((uv_handle_t *)&sig_hup, close_cb);
+	if (signals_started) {
+		uv_close((uv_handle_t *)&sig_int, close_cb);
+		uv_close((uv_handle_t *)&sig_term, close_cb);
+		uv_close((uv_handle_t *)&sig_hup, close_cb);
+	}
 }
 
 static void stop_signal_cb(uv_signal_t *h, int signum)
@@ -206,44 +209,51 @@ int main(int argc, char **argv)
 {
 	struct daemon d = {0};
 	struct ws_err err = {0};
-	int r;
+	int r, ret = 1;
 
 	sdglue_init();
 	log_init("workspaced");
 	r = config_load(argc, argv, &d.cfg, &err);
 	if (r < 0) {
 		fprintf(stderr, "workspaced: %s\nTry 'workspaced --help'.\n", err.message);
-		return 2;
+		ret = 2;
+		goto out;
 	}
 	if (d.cfg.show_help) {
 		config_usage(stdout);
-		return 0;
+		ret = 0;
+		goto out;
 	}
 	if (d.cfg.show_version) {
 		printf("workspaced %s (protocol %d)\n", WS_VERSION, WS_PROTO_VERSION);
-		return 0;
+		ret = 0;
+		goto out;
 	}
-	if (d.cfg.check_files)
-		return check_files(d.cfg.check_files);
+	if (d.cfg.check_files) {
+		ret = check_files(d.cfg.check_files);
+		goto out;
+	}
 	log_set_level(d.cfg.log_level);
 	(void)signal(SIGPIPE, SIG_IGN);
 
 	r = startup_checks(&d, &err);
 	if (r < 0) {
 		log_error("%s", err.message[0] ? err.message : strerror(-r));
-		return 1;
+		goto out;
 	}
 	d.loop = uv_default_loop();
 	d.started = time(NULL);
 	r = methods_new(&d, &d.m);
 	if (r < 0) {
 		log_error("cannot start: %s", strerror(-r));
-		return 1;
+		goto out;
 	}
 	r = start_listening(&d, &err);
 	if (r < 0) {
 		log_error("%s", err.message[0] ? err.message : strerror(-r));
-		return 1;
+		daemon_idle(&d);
+		(void)uv_run(d.loop, UV_RUN_DEFAULT);
+		goto out_loop;
 	}
 	r = hostkeys_new(d.loop, d.cfg.sandbox_root, HOSTKEY_DEBOUNCE_MS, methods_hostkeys_cb,
 			 &d, &d.hk, &err);
@@ -263,13 +273,15 @@ int main(int argc, char **argv)
 	uv_signal_start(&sig_int, stop_signal_cb, SIGINT);
 	uv_signal_start(&sig_term, stop_signal_cb, SIGTERM);
 	uv_signal_start(&sig_hup, hup_signal_cb, SIGHUP);
+	signals_started = true;
 
 	(void)sdglue_watchdog_start(d.loop);
 	log_info("serving %s on %s (machine %s)", d.cfg.repo, d.cfg.socket_path, d.cfg.machine);
 	sdglue_ready("ready");
 
 	uv_run(d.loop, UV_RUN_DEFAULT);
-
+	ret = 0;
+out_loop:
 	if (d.rpc)
 		rpc_server_free(d.rpc);
 	if (d.hk)
@@ -281,6 +293,7 @@ int main(int argc, char **argv)
 	r = uv_loop_close(d.loop);
 	if (r < 0)
 		log_warning("the event loop still had handles at exit: %s", uv_strerror(r));
+out:
 	state_free(d.state);
 	gitstage_free(d.git);
 	free(d.machine_dir);
@@ -289,5 +302,5 @@ int main(int argc, char **argv)
 	free(d.state_file);
 	config_clear(&d.cfg);
 	ws_err_clear(&err);
-	return 0;
+	return ret;
 }

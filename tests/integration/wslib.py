@@ -159,8 +159,10 @@ class Conn:
                 chunk = self.s.recv(65536)
                 if not chunk:
                     return True
-        except (socket.timeout, ConnectionResetError):
+        except socket.timeout:
             return False
+        except ConnectionResetError:
+            return True
         except OSError:
             return True
 
