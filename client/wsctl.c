@@ -331,18 +331,18 @@ static void dispatch_event(struct json_object *msg, event_fn on_event, void *use
 /* Sends every request of @b in one write and reads until each has its response. Event
  * notifications that arrive meanwhile go to @on_event (may be NULL). Returns 0, -ECONNRESET
  * when the daemon closed first, or a conn_next() error. */
-static int conn_call(struct conn *c, struct batch *b, int64_t deadline, event_fn on_event,
-		     void *userdata)
+static int conn_call(struct conn *c, struct batch *b, size_t from, int64_t deadline,
+		     event_fn on_event, void *userdata)
 {
 	WS_AUTOFREE char *out = NULL;
-	size_t out_len = 0, pending = b->n;
+	size_t out_len = 0, pending = b->n - from;
 	FILE *f;
 	int r;
 
 	f = open_memstream(&out, &out_len);
 	if (!f)
 		return -ENOMEM;
-	for (size_t i = 0; i < b->n; i++) {
+	for (size_t i = from; i < b->n; i++) {
 		WS_AUTO(json_putp) struct json_object *rq = json_object_new_object();
 
 		if (!rq) {
@@ -389,7 +389,7 @@ static int conn_call(struct conn *c, struct batch *b, int64_t deadline, event_fn
 		} else {
 			continue;
 		}
-		if (k < 0 || k >= (int64_t)b->n || b->q[k].reply)
+		if (k < (int64_t)from || k >= (int64_t)b->n || b->q[k].reply)
 			continue; /* not an answer we wait for */
 		b->q[k].reply = ws_steal(&msg);
 		pending--;
@@ -487,8 +487,21 @@ static int check_info(const struct conn *c, const struct req *q, struct json_obj
 	return 0;
 }
 
+/* True for methods that change the repository (WS_M_WRITE in ws_methods.def). */
+static bool method_writes(const char *wire)
+{
+#define WS_METHOD(c_name, w, fl, help)                                                             \
+	if (strcmp(wire, w) == 0)                                                                  \
+		return ((fl) & WS_M_WRITE) != 0;
+#include "ws_methods.def"
+#undef WS_METHOD
+	return false;
+}
+
 /* Connects, sends @b (whose first request is daemon.info), waits for every reply and checks
- * the protocol version. Returns 0 or the exit status after printing why. */
+ * the protocol version. Reads are pipelined behind daemon.info in one write; a batch with a
+ * write waits for daemon.info's answer first, so a daemon speaking another protocol never
+ * receives the write. Returns 0 or the exit status after printing why. */
 static int session_run(const struct opts *o, struct conn *c, struct batch *b, int timeout_ms,
 		       event_fn on_event, void *userdata, struct json_object **ret_info)
 {
@@ -502,7 +515,27 @@ static int session_run(const struct opts *o, struct conn *c, struct batch *b, in
 			"another socket)");
 		return EX_UNAVAILABLE;
 	}
-	r = conn_call(c, b, deadline_in(timeout_ms), on_event, userdata);
+	bool split = false;
+	int64_t deadline = deadline_in(timeout_ms);
+	size_t n = b->n;
+
+	for (size_t i = 1; i < n; i++)
+		split = split || method_writes(b->q[i].method);
+	if (split) {
+		b->n = 1;
+		r = conn_call(c, b, 0, deadline, on_event, userdata);
+		b->n = n;
+		if (r < 0)
+			return conn_fail(c, r, timeout_ms);
+		r = check_info(c, &b->q[0], ret_info);
+		if (r != 0)
+			return r;
+		r = conn_call(c, b, 1, deadline, on_event, userdata);
+		if (r < 0)
+			return conn_fail(c, r, timeout_ms);
+		return 0;
+	}
+	r = conn_call(c, b, 0, deadline, on_event, userdata);
 	if (r < 0)
 		return conn_fail(c, r, timeout_ms);
 	return check_info(c, &b->q[0], ret_info);

@@ -300,6 +300,14 @@ class WsctlTest(unittest.TestCase):
         self.assertIn("protocol 2", err)
         self.assertIn("protocol 1", err)
 
+    def test_protocol_mismatch_never_sends_a_write(self):
+        self.d.results["daemon.info"]["protocol"] = 2
+        for args in (("create", "dev", "--type", "container"), ("hostkey", "dev")):
+            rc, out, err = self.run_wsctl(*args)
+            self.assertEqual(rc, 1)
+            self.assertIn("protocol 2", err)
+        self.assertEqual(self.d.methods(), ["daemon.info", "daemon.info"])
+
     # ---- list ----
 
     def test_list_table_alignment(self):
