@@ -15,6 +15,7 @@ struct state;
 struct hostkeys;
 struct flake;
 struct methods;
+struct unitstate;
 
 struct daemon {
 	uv_loop_t *loop;
@@ -28,6 +29,7 @@ struct daemon {
 	struct rpc_server *rpc;  /* owned */
 	struct hostkeys *hk;     /* owned; NULL until started */
 	struct methods *m;       /* owned; the write queue and the cached flake model */
+	struct unitstate *units; /* owned; NULL until started */
 	time_t started;
 	bool stopping;
 };

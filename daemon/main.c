@@ -25,6 +25,7 @@
 #include "rpc.h"
 #include "sdglue.h"
 #include "state.h"
+#include "unitstate.h"
 
 #define CHECK_MAX_BYTES (64 * 1024 * 1024)
 #define HOSTKEY_DEBOUNCE_MS 50
@@ -96,6 +97,8 @@ void daemon_idle(struct daemon *d)
 		rpc_server_close(d->rpc, rpc_closed_cb, d);
 	if (d->hk)
 		hostkeys_close(d->hk, hk_closed_cb, d);
+	unitstate_free(d->units);
+	d->units = NULL;
 	methods_free(d->m);
 	if (signals_started) {
 		uv_close((uv_handle_t *)&sig_int, close_cb);
@@ -183,7 +186,7 @@ static int start_listening(struct daemon *d, struct ws_err *err)
 		return ws_fail(err, r, 0, "cannot create the server: %s", strerror(-r));
 	fd = sdglue_listen_fd();
 	if (fd < 0)
-		return ws_fail(err, fd, 0, "systemd passed more than one socket; expected one");
+		return ws_fail(err, fd, 0, "cannot use the socket(s) systemd passed (LISTEN_FDS)");
 	if (fd > 0) {
 		log_info("using the socket passed by systemd");
 		return rpc_server_listen_fd(d->rpc, fd, err);
@@ -264,6 +267,11 @@ int main(int argc, char **argv)
 	}
 	if (d.hk)
 		hostkeys_set_error_cb(d.hk, hostkeys_error_cb);
+	r = unitstate_new(d.loop, methods_unit_changed_cb, &d, &d.units);
+	if (r < 0) {
+		log_warning("unit states will show as unknown: %s", strerror(-r));
+		d.units = NULL;
+	}
 	methods_start_watching(d.m);
 
 	uv_signal_init(d.loop, &sig_int);

@@ -29,6 +29,7 @@
 #include "sdglue.h"
 #include "state.h"
 #include "textdiff.h"
+#include "unitstate.h"
 #include "verify.h"
 
 #define MACHINE_MAX_BYTES (16 * 1024 * 1024)
@@ -193,23 +194,37 @@ static void annotate(struct methods *m, struct flake *f)
 		annotate_config(m, &e[i]);
 }
 
+/* The host-key watcher and the unit-state tracker follow the declared workspaces. */
 static void update_watched_names(struct methods *m)
 {
 	struct ws_err err = {0};
 	const char **names = NULL;
-	size_t n = 0;
+	char **units = NULL;
+	size_t n = 0, n_units = 0;
 
-	if (!m->d->hk || !m->flake)
+	if (!m->flake)
 		return;
 	n = flake_n_entries(m->flake);
 	names = calloc(n ? n : 1, sizeof(*names));
-	if (!names)
-		return;
-	for (size_t i = 0; i < n; i++)
-		names[i] = flake_entries(m->flake)[i].name;
-	if (hostkeys_set_names(m->d->hk, names, n, &err) < 0)
+	units = calloc(n ? n : 1, sizeof(*units));
+	if (!names || !units)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct ws_entry *e = &flake_entries(m->flake)[i];
+
+		names[i] = e->name;
+		if (e->type && unitstate_unit_name(e->type, e->name, &units[n_units]) == 0)
+			n_units++;
+	}
+	if (m->d->hk && hostkeys_set_names(m->d->hk, names, n, &err) < 0)
 		log_warning("host-key watcher: %s", err.message);
 	ws_err_clear(&err);
+	if (m->d->units)
+		(void)unitstate_watch(m->d->units, (const char *const *)units, n_units);
+out:
+	for (size_t i = 0; units && i < n_units; i++)
+		free(units[i]);
+	free(units);
 	free(names);
 }
 
@@ -302,9 +317,18 @@ static struct json_object *entry_json(struct methods *m, const struct ws_entry *
 	json_object_object_add(o, "hostKey", str_or_null(e->host_key));
 	if (t >= 0) {
 		WS_AUTOFREE char *unit = ws_unit_name((enum ws_type)t, e->name);
+		struct json_object *st = json_object_new_object();
+		const char *active = UNITSTATE_UNKNOWN, *sub = UNITSTATE_UNKNOWN;
+
+		if (unit && m->d->units)
+			unitstate_get(m->d->units, unit, &active, &sub);
+		json_object_object_add(st, "active", json_object_new_string(active));
+		json_object_object_add(st, "sub", json_object_new_string(sub));
 		json_object_object_add(o, "unit", str_or_null(unit));
+		json_object_object_add(o, "state", st); /* o now owns st */
 	} else {
 		json_object_object_add(o, "unit", NULL);
+		json_object_object_add(o, "state", NULL);
 	}
 	json_object_object_add(src, "file", json_object_new_string(m->d->machine_file_rel));
 	json_object_object_add(src, "line", json_object_new_int(e->line));
@@ -600,6 +624,7 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	if (r < 0)
 		return r;
 	op->wrote_index = true;
+	log_debug("wrote %s and staged %zu path(s)", op->machine_rel, n);
 	return 0;
 }
 
@@ -1447,6 +1472,32 @@ void methods_events_subscribe(struct rpc_call *call, struct json_object *params)
 	res = json_object_new_object();
 	json_object_object_add(res, "subscribed", json_object_new_boolean(true));
 	rpc_call_reply(call, res);
+}
+
+void methods_unit_changed_cb(void *userdata, const char *unit, const char *active,
+			     const char *sub)
+{
+	struct daemon *d = userdata;
+	struct methods *m = d->m;
+	struct json_object *ev;
+	const char *name = NULL;
+
+	if (!m || !m->flake)
+		return;
+	for (size_t i = 0; i < flake_n_entries(m->flake) && !name; i++) {
+		const struct ws_entry *e = &flake_entries(m->flake)[i];
+		int t = ws_type_from_string(e->type);
+		WS_AUTOFREE char *u = t >= 0 ? ws_unit_name((enum ws_type)t, e->name) : NULL;
+
+		if (u && strcmp(u, unit) == 0)
+			name = e->name;
+	}
+	ev = json_object_new_object();
+	json_object_object_add(ev, "name", str_or_null(name));
+	json_object_object_add(ev, "unit", json_object_new_string(unit));
+	json_object_object_add(ev, "active", json_object_new_string(active));
+	json_object_object_add(ev, "sub", json_object_new_string(sub));
+	rpc_server_emit(d->rpc, "unit.changed", ev);
 }
 
 /* ---- outside changes to the machine file ----------------------------------------------- */

@@ -26,6 +26,9 @@ void methods_hostkeys_cb(void *userdata, const char *const *names, size_t n);
 void methods_start_watching(struct methods *m);
 /* No write is running or queued. */
 bool methods_idle(const struct methods *m);
+/* A workspace unit's state changed (unitstate_changed_fn): emits unit.changed. */
+void methods_unit_changed_cb(void *userdata, const char *unit, const char *active,
+			     const char *sub);
 /* The machine file changed outside the daemon: re-read, emit config.changed. */
 void methods_machine_changed(struct daemon *d);
 

@@ -442,6 +442,7 @@ static struct json_object *dispatch(struct rpc_conn *c, struct json_object *req,
 	    !json_object_is_type(method, json_type_string))
 		return make_error(id, WS_RPC_INVALID_REQUEST, "\"method\" must be a string");
 	m = find_method(s, json_object_get_string(method));
+	log_debug("request %s from pid %d", json_object_get_string(method), (int)c->pid);
 	if (!m)
 		return has_id ? make_error(id, WS_RPC_METHOD_NOT_FOUND, "method '%s' not found",
 					   json_object_get_string(method))
@@ -657,6 +658,7 @@ static void listener_cb(uv_stream_t *l, int status)
 		conn_close_after_write(c);
 		return;
 	}
+	log_debug("client connected: pid %d, uid %d", (int)c->pid, (int)c->uid);
 	r = uv_read_start((uv_stream_t *)&c->pipe, conn_alloc_cb, conn_read_cb);
 	if (r < 0) {
 		srv_log(s, LOG_LVL_WARNING, "cannot read from client pid %d: %s", (int)c->pid,

@@ -26,7 +26,10 @@ struct verify_req {
 	const char *nix_instantiate;      /* program for parse; default "nix-instantiate" */
 };
 
-/* @result is {level, ok, exitStatus?, log?} (ownership passes to the callback). */
+/* @result is {level, ok, exitStatus?, signal?, file?, log?, message} (ownership passes to the
+ * callback; NULL only if memory ran out). exitStatus is there when a process ran (128 + N
+ * when signal N killed it); log (the last 40 lines, at most 8 KiB) and, for parse, file
+ * (the one that failed) only on failure; message is a sentence for people. */
 typedef void (*verify_done_fn)(void *userdata, int ok, struct json_object *result);
 typedef void (*verify_line_fn)(void *userdata, const char *line);
 
@@ -37,7 +40,8 @@ struct verify_job;
  * nix-instantiate is not installed). @line may be NULL. */
 int verify_start(uv_loop_t *loop, const struct verify_req *req, verify_done_fn done,
 		 verify_line_fn line, void *userdata, struct verify_job **ret_job);
-/* Kills a running job's process group; @done still runs (ok 0). */
+/* Kills a running job's process group (SIGTERM, SIGKILL 2 s later); @done still runs (ok 0).
+ * The job frees itself after @done: *ret_job must not be used once @done was called. */
 void verify_cancel(struct verify_job *job);
 
 #endif

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* The Nix lexer, private to nix_tree.c: turns a buffer into a flat array of tokens that
+ * covers every byte, following the start conditions of Nix 2.8's flex lexer (strings,
+ * indented strings, interpolated paths). Errors travel as an NIX_LTOK_ERROR token at the
+ * point where Nix's lexer would throw, so the parser reports them in source order. */
+#ifndef NIX_LEX_H
+#define NIX_LEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nix_tree.h"
+
+/* Token kinds beyond enum nix_tok, used only between the lexer and the parser. */
+enum {
+	NIX_LTOK_EOF = NIX_TOK_COUNT, /* zero length, at the end */
+	NIX_LTOK_BAD,                 /* one byte Nix has no token for ("invalid token") */
+	NIX_LTOK_ERROR,               /* zero length; the lexer stopped, see nix_lex.msg */
+};
+
+/* flags */
+#define NIX_LF_INPATH 0x1 /* a PATH piece or ${ lexed inside an interpolated path */
+
+struct nix_ltok {
+	uint32_t off, len;
+	uint8_t kind;  /* enum nix_tok or NIX_LTOK_* */
+	uint8_t flags; /* NIX_LF_* */
+};
+
+struct nix_lex {
+	struct nix_ltok *toks; /* owned; ends with EOF or ERROR */
+	size_t n;
+	/* for NIX_LTOK_ERROR: the message and the byte offset Nix reports */
+	const char *msg;
+	uint32_t err_off;
+};
+
+/* Lexes @len bytes of @src (len < 4 GiB). Returns 0, or -ENOMEM / -EFBIG. A lexical error
+ * is not a failure here: the array then ends with NIX_LTOK_ERROR. */
+int nix_lex_run(const char *src, size_t len, struct nix_lex *lx);
+void nix_lex_clear(struct nix_lex *lx);
+
+#endif

@@ -1,0 +1,2301 @@
+/* SPDX-License-Identifier: MIT */
+/* The lossless Nix syntax tree: a recursive-descent parser over nix_lex's tokens that
+ * follows the grammar and operator table of Nix 2.8's bison parser, builds nodes in an
+ * arena (one allocation per chunk, never per byte), and then applies the checks Nix makes
+ * while parsing: duplicate attributes (with its merging of nested sets), dynamic attributes
+ * in let and inherit, duplicate formals, undefined variables. It does not evaluate. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nix_lex.h"
+#include "nix_tree.h"
+#include "ws_proto.h"
+
+#define MAX_DEPTH 2000 /* nesting of expressions; deeper input is refused, not a crash */
+
+/* ---- arena ---------------------------------------------------------------------------- */
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+struct arena {
+	struct arena_chunk *head;
+};
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+	struct arena_chunk *c = a->head;
+
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!c || c->cap - c->used < n) {
+		size_t cap = 64 * 1024;
+
+		if (c && c->cap < 4 * 1024 * 1024)
+			cap = c->cap * 2;
+		if (cap < n)
+			cap = n;
+		c = malloc(sizeof(*c) + cap);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->cap = cap;
+		c->next = a->head;
+		a->head = c;
+	}
+	void *p = (char *)c->data + c->used;
+	c->used += n;
+	return p;
+}
+
+static void arena_free(struct arena *a)
+{
+	struct arena_chunk *c = a->head, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+	a->head = NULL;
+}
+
+/* The tree as nix_tree_parse() hands it out: the public part first. */
+struct tree_priv {
+	struct nix_tree pub;
+	struct arena arena;
+};
+
+/* Every node carries the id of the attribute set it denotes, for duplicate detection. */
+struct pnode {
+	struct nix_node n;
+	int32_t sem;  /* ATTRSET: its semantic set; -1 otherwise */
+	bool lenient; /* Nix's merging moves this into another set's scope: skip the
+		       * undefined-variable check inside rather than guess */
+};
+
+/* ---- semantic sets (duplicate attributes) ----------------------------------------------- */
+
+struct sem_ent {
+	const char *name;
+	uint32_t nlen;
+	uint32_t set;
+	uint32_t pos;  /* byte offset Nix reports for this definition */
+	int32_t sub;   /* the attribute set it holds, when it is one; -1 otherwise */
+	uint32_t next; /* next entry of the same set, +1; 0 ends */
+	uint32_t hash;
+};
+
+struct sem {
+	struct sem_ent *ents;
+	size_t n_ents, cap_ents;
+	uint32_t *slots; /* entry index + 1; 0 is empty */
+	size_t n_slots;
+	uint32_t *head, *tail; /* per set: first/last entry +1 */
+	struct pnode **node;   /* per set: its ATTRSET node, NULL for one a dotted path made */
+	size_t n_sets, cap_sets;
+};
+
+/* ---- parser state --------------------------------------------------------------------- */
+
+struct parser {
+	const char *src;
+	uint32_t len;
+	const char *filename;
+	const struct nix_ltok *toks;
+	size_t n_toks;
+	const struct nix_lex *lx;
+	size_t pos;  /* the next significant token */
+	size_t triv; /* the first trivia token not yet placed in the tree */
+	struct nix_elem *scratch;
+	size_t n_scratch, cap_scratch;
+	struct arena *arena;
+	int depth;
+	bool failed;
+	struct ws_err *err;
+	struct sem sem;
+};
+
+static inline bool is_trivia(int k)
+{
+	return k == NIX_TOK_WS || k == NIX_TOK_COMMENT;
+}
+
+static uint32_t hash_bytes(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+/* 1-based line and column of @off, counting bytes; \r\n and \n end lines as Nix's do. */
+static void linecol(const char *src, size_t len, size_t off, int *ret_line, int *ret_col)
+{
+	int line = 1;
+	size_t bol = 0;
+
+	if (off > len)
+		off = len;
+	for (size_t i = 0; i < off; i++) {
+		if (src[i] == '\n') {
+			line++;
+			bol = i + 1;
+		} else if (src[i] == '\r' && !(i + 1 < len && src[i + 1] == '\n')) {
+			line++;
+			bol = i + 1;
+		}
+	}
+	*ret_line = line;
+	*ret_col = (int)(off - bol) + 1;
+}
+
+static WS_PRINTF(3, 4) void fail_at(struct parser *P, uint32_t off, const char *fmt, ...)
+{
+	char msg[sizeof(((struct ws_err *)0)->message)];
+	int line, col;
+	va_list ap;
+
+	if (P->failed)
+		return;
+	P->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	linecol(P->src, P->len, off, &line, &col);
+	(void)ws_fail_at(P->err, -EINVAL, WS_E_CONFIG_UNPARSABLE, P->filename, line, col, "%s",
+			 msg);
+}
+
+/* ---- tokens ---------------------------------------------------------------------------- */
+
+static inline const struct nix_ltok *peek(const struct parser *P)
+{
+	return &P->toks[P->pos];
+}
+
+static inline int peek_kind(const struct parser *P)
+{
+	return P->toks[P->pos].kind;
+}
+
+/* The significant token after the next one. */
+static int peek2_kind(const struct parser *P)
+{
+	size_t i = P->pos;
+
+	if (P->toks[i].kind >= NIX_LTOK_EOF)
+		return P->toks[i].kind;
+	for (i++; i < P->n_toks && is_trivia(P->toks[i].kind); i++)
+		;
+	return P->toks[i].kind;
+}
+
+static void skip_to_significant(struct parser *P)
+{
+	while (P->pos < P->n_toks && is_trivia(P->toks[P->pos].kind))
+		P->pos++;
+}
+
+static int scratch_push(struct parser *P, struct nix_elem e)
+{
+	if (P->n_scratch == P->cap_scratch) {
+		size_t ncap = P->cap_scratch ? P->cap_scratch * 2 : 256;
+		struct nix_elem *s = realloc(P->scratch, ncap * sizeof(*s));
+
+		if (!s) {
+			fail_at(P, 0, "out of memory");
+			return -ENOMEM;
+		}
+		P->scratch = s;
+		P->cap_scratch = ncap;
+	}
+	P->scratch[P->n_scratch++] = e;
+	return 0;
+}
+
+static int push_tok_elem(struct parser *P, const struct nix_ltok *t)
+{
+	struct nix_elem e = { .is_node = false };
+
+	e.tok.kind = (enum nix_tok)t->kind;
+	e.tok.off = t->off;
+	e.tok.len = t->len;
+	return scratch_push(P, e);
+}
+
+/* Places pending trivia in the node being built. */
+static int flush_trivia(struct parser *P)
+{
+	for (; P->triv < P->pos; P->triv++) {
+		int r = push_tok_elem(P, &P->toks[P->triv]);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* A checkpoint: where a node that starts at the next token begins in the scratch. */
+static size_t mark(struct parser *P)
+{
+	(void)flush_trivia(P);
+	return P->n_scratch;
+}
+
+/* Consumes the next significant token into the node being built. */
+static void bump(struct parser *P)
+{
+	if (flush_trivia(P) < 0)
+		return;
+	if (P->toks[P->pos].kind >= NIX_LTOK_EOF)
+		return;
+	if (push_tok_elem(P, &P->toks[P->pos]) < 0)
+		return;
+	P->pos++;
+	P->triv = P->pos;
+	skip_to_significant(P);
+}
+
+/* Wraps the scratch elements from @m in a new node of @kind. */
+static struct nix_node *finish(struct parser *P, enum nix_kind kind, size_t m)
+{
+	size_t n = P->n_scratch - m;
+	struct pnode *pn;
+	struct nix_elem e = { .is_node = true };
+
+	if (P->failed)
+		return NULL;
+	pn = arena_alloc(P->arena, sizeof(*pn) + n * sizeof(struct nix_elem));
+	if (!pn) {
+		fail_at(P, 0, "out of memory");
+		return NULL;
+	}
+	pn->sem = -1;
+	pn->lenient = false;
+	pn->n = (struct nix_node){ .kind = kind, .op = NIX_TOK_COUNT };
+	pn->n.elems = (struct nix_elem *)(pn + 1);
+	pn->n.n_elems = n;
+	memcpy(pn->n.elems, P->scratch + m, n * sizeof(struct nix_elem));
+	for (size_t i = 0; i < n; i++)
+		if (pn->n.elems[i].is_node)
+			pn->n.elems[i].node->parent = &pn->n;
+	if (n) {
+		const struct nix_elem *f = &pn->n.elems[0], *l = &pn->n.elems[n - 1];
+
+		pn->n.start = f->is_node ? f->node->start : f->tok.off;
+		pn->n.end = l->is_node ? l->node->end : l->tok.off + l->tok.len;
+	}
+	P->n_scratch = m;
+	e.node = &pn->n;
+	if (scratch_push(P, e) < 0)
+		return NULL;
+	return &pn->n;
+}
+
+static inline struct pnode *PN(struct nix_node *n)
+{
+	return (struct pnode *)n;
+}
+
+/* Bison's names for the tokens, as they appear in Nix's messages. */
+static const char *tok_msg_name(const struct parser *P, const struct nix_ltok *t)
+{
+	switch (t->kind) {
+	case NIX_TOK_IDENT: return "ID";
+	case NIX_TOK_INT: return "INT";
+	case NIX_TOK_FLOAT: return "FLOAT";
+	case NIX_TOK_PATH:
+		return P->src[t->off] == '~' && !(t->flags & NIX_LF_INPATH) ? "HPATH" : "PATH";
+	case NIX_TOK_SPATH: return "SPATH";
+	case NIX_TOK_URI: return "URI";
+	case NIX_TOK_STR_OPEN:
+	case NIX_TOK_STR_CLOSE: return "'\"'";
+	case NIX_TOK_IND_OPEN: return "IND_STRING_OPEN";
+	case NIX_TOK_IND_CLOSE: return "IND_STRING_CLOSE";
+	case NIX_TOK_STR_CONTENT: return "STR";
+	case NIX_TOK_INTERP_OPEN: return "DOLLAR_CURLY";
+	case NIX_TOK_INTERP_CLOSE: return "'}'";
+	case NIX_TOK_IF: return "IF";
+	case NIX_TOK_THEN: return "THEN";
+	case NIX_TOK_ELSE: return "ELSE";
+	case NIX_TOK_ASSERT: return "ASSERT";
+	case NIX_TOK_WITH: return "WITH";
+	case NIX_TOK_LET: return "LET";
+	case NIX_TOK_IN: return "IN";
+	case NIX_TOK_REC: return "REC";
+	case NIX_TOK_INHERIT: return "INHERIT";
+	case NIX_TOK_OR_KW: return "OR_KW";
+	case NIX_TOK_LBRACE: return "'{'";
+	case NIX_TOK_RBRACE: return "'}'";
+	case NIX_TOK_LBRACK: return "'['";
+	case NIX_TOK_RBRACK: return "']'";
+	case NIX_TOK_LPAREN: return "'('";
+	case NIX_TOK_RPAREN: return "')'";
+	case NIX_TOK_ASSIGN: return "'='";
+	case NIX_TOK_SEMI: return "';'";
+	case NIX_TOK_COLON: return "':'";
+	case NIX_TOK_COMMA: return "','";
+	case NIX_TOK_AT: return "'@'";
+	case NIX_TOK_ELLIPSIS: return "ELLIPSIS";
+	case NIX_TOK_DOT: return "'.'";
+	case NIX_TOK_QUESTION: return "'?'";
+	case NIX_TOK_CONCAT: return "CONCAT";
+	case NIX_TOK_UPDATE: return "UPDATE";
+	case NIX_TOK_PLUS: return "'+'";
+	case NIX_TOK_MINUS: return "'-'";
+	case NIX_TOK_STAR: return "'*'";
+	case NIX_TOK_SLASH: return "'/'";
+	case NIX_TOK_NOT: return "'!'";
+	case NIX_TOK_AND: return "AND";
+	case NIX_TOK_OR: return "OR";
+	case NIX_TOK_IMPL: return "IMPL";
+	case NIX_TOK_EQ: return "EQ";
+	case NIX_TOK_NEQ: return "NEQ";
+	case NIX_TOK_LT: return "'<'";
+	case NIX_TOK_LE: return "LEQ";
+	case NIX_TOK_GT: return "'>'";
+	case NIX_TOK_GE: return "GEQ";
+	case NIX_LTOK_EOF: return "end of file";
+	default: return "invalid token";
+	}
+}
+
+/* Nix's lexer matches string text in several pieces where ours has one token; an error at
+ * the end of the input is reported at the start of its last piece. */
+static uint32_t content_last_piece(const struct parser *P, const struct nix_ltok *t, bool ind)
+{
+	const char *s = P->src;
+	uint32_t i = t->off, end = t->off + t->len, last = t->off;
+
+	if (!ind) {
+		/* the main rule takes everything but a dangling \, $ or $\ at the end */
+		while (i < end) {
+			if (s[i] == '\\') {
+				if (i + 1 >= end)
+					return i;
+				i += 2;
+			} else if (s[i] == '$') {
+				if (i + 1 >= end || (s[i + 1] == '\\' && i + 2 >= end))
+					return i;
+				i += s[i + 1] == '\\' ? 3 : 2;
+			} else {
+				i++;
+			}
+		}
+		return t->off;
+	}
+	while (i < end) {
+		last = i;
+		if (s[i] == '\'' && i + 1 < end && s[i + 1] == '\'') {
+			i += (i + 2 < end && s[i + 2] == '\\') ? 4 : 3; /* ''\x, ''$ or ''' */
+			continue;
+		}
+		if ((s[i] == '$' || s[i] == '\'') &&
+		    (i + 1 >= end || s[i + 1] == '\'' || (s[i] == '\'' && s[i + 1] == '$'))) {
+			i++; /* a lone $ or ' */
+			continue;
+		}
+		/* ([^$']|\$[^{']|'[^'$])+ */
+		while (i < end) {
+			if (s[i] == '$' || s[i] == '\'') {
+				if (i + 1 >= end || s[i + 1] == '\'' || (s[i] == '\'' && s[i + 1] == '$'))
+					break;
+				i += 2;
+			} else {
+				i++;
+			}
+		}
+	}
+	return last;
+}
+
+/* Whether string text token @i is inside an indented string. */
+static bool in_ind_string(const struct parser *P, size_t i)
+{
+	int depth = 0;
+
+	/* walk back to the opening quote of this string, skipping nested interpolations */
+	while (i-- > 0) {
+		int k = P->toks[i].kind;
+
+		if (k == NIX_TOK_INTERP_CLOSE)
+			depth++;
+		else if (k == NIX_TOK_INTERP_OPEN && depth)
+			depth--;
+		else if (!depth && (k == NIX_TOK_IND_OPEN || k == NIX_TOK_STR_OPEN))
+			return k == NIX_TOK_IND_OPEN;
+	}
+	return false;
+}
+
+/* Where Nix reports token @i: its start; the end of the input is reported on the last
+ * token the lexer matched. */
+static uint32_t tok_report_off(const struct parser *P, size_t i)
+{
+	const struct nix_ltok *t;
+
+	if (P->toks[i].kind != NIX_LTOK_EOF)
+		return P->toks[i].off;
+	if (!i)
+		return 0;
+	t = &P->toks[i - 1];
+	if (t->kind == NIX_TOK_STR_CONTENT)
+		return content_last_piece(P, t, in_ind_string(P, i - 1));
+	return t->off;
+}
+
+/* A syntax error on the next token. @expecting may be NULL. Always returns NULL. */
+static struct nix_node *unexpected(struct parser *P, const char *expecting)
+{
+	const struct nix_ltok *t = peek(P);
+
+	if (t->kind == NIX_LTOK_ERROR) {
+		fail_at(P, P->lx->err_off, "%s", P->lx->msg);
+		return NULL;
+	}
+	if (expecting)
+		fail_at(P, tok_report_off(P, P->pos), "syntax error, unexpected %s, expecting %s",
+			tok_msg_name(P, t), expecting);
+	else
+		fail_at(P, tok_report_off(P, P->pos), "syntax error, unexpected %s",
+			tok_msg_name(P, t));
+	return NULL;
+}
+
+static bool expect(struct parser *P, int kind, const char *expecting)
+{
+	if (P->failed)
+		return false;
+	if (peek_kind(P) != kind) {
+		(void)unexpected(P, expecting);
+		return false;
+	}
+	bump(P);
+	return !P->failed;
+}
+
+/* ---- semantic sets --------------------------------------------------------------------- */
+
+static int32_t sem_new_set(struct parser *P)
+{
+	struct sem *S = &P->sem;
+	struct pnode **nodes;
+
+	if (S->n_sets == S->cap_sets) {
+		size_t ncap = S->cap_sets ? S->cap_sets * 2 : 64;
+		uint32_t *h = realloc(S->head, ncap * sizeof(*h));
+
+		if (!h)
+			goto oom;
+		S->head = h;
+		h = realloc(S->tail, ncap * sizeof(*h));
+		if (!h)
+			goto oom;
+		S->tail = h;
+		nodes = realloc(S->node, ncap * sizeof(*nodes));
+		if (!nodes)
+			goto oom;
+		S->node = nodes;
+		S->cap_sets = ncap;
+	}
+	S->head[S->n_sets] = S->tail[S->n_sets] = 0;
+	S->node[S->n_sets] = NULL;
+	return (int32_t)S->n_sets++;
+oom:
+	fail_at(P, 0, "out of memory");
+	return -1;
+}
+
+static struct sem_ent *sem_find(struct parser *P, uint32_t set, const char *name, uint32_t nlen)
+{
+	struct sem *S = &P->sem;
+	uint32_t h = hash_bytes(name, nlen) ^ (set * 0x9e3779b1u);
+
+	if (!S->n_slots)
+		return NULL;
+	for (size_t i = h & (S->n_slots - 1);; i = (i + 1) & (S->n_slots - 1)) {
+		uint32_t k = S->slots[i];
+		struct sem_ent *e;
+
+		if (!k)
+			return NULL;
+		e = &S->ents[k - 1];
+		if (e->hash == h && e->set == set && e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+			return e;
+	}
+}
+
+static int sem_grow(struct parser *P)
+{
+	struct sem *S = &P->sem;
+	size_t n = S->n_slots ? S->n_slots * 2 : 256;
+	uint32_t *slots = calloc(n, sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	for (size_t k = 0; k < S->n_ents; k++) {
+		size_t i = S->ents[k].hash & (n - 1);
+
+		while (slots[i])
+			i = (i + 1) & (n - 1);
+		slots[i] = (uint32_t)k + 1;
+	}
+	free(S->slots);
+	S->slots = slots;
+	S->n_slots = n;
+	return 0;
+}
+
+static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nlen, uint32_t pos,
+		   int32_t sub)
+{
+	struct sem *S = &P->sem;
+	struct sem_ent *e;
+	size_t i;
+
+	if ((S->n_ents + 1) * 2 > S->n_slots && sem_grow(P) < 0)
+		goto oom;
+	if (S->n_ents == S->cap_ents) {
+		size_t ncap = S->cap_ents ? S->cap_ents * 2 : 128;
+		struct sem_ent *ents = realloc(S->ents, ncap * sizeof(*ents));
+
+		if (!ents)
+			goto oom;
+		S->ents = ents;
+		S->cap_ents = ncap;
+	}
+	e = &S->ents[S->n_ents];
+	*e = (struct sem_ent){ .name = name, .nlen = nlen, .set = set, .pos = pos, .sub = sub,
+			       .hash = hash_bytes(name, nlen) ^ (set * 0x9e3779b1u) };
+	for (i = e->hash & (S->n_slots - 1); S->slots[i]; i = (i + 1) & (S->n_slots - 1))
+		;
+	S->slots[i] = (uint32_t)S->n_ents + 1;
+	if (S->tail[set])
+		S->ents[S->tail[set] - 1].next = (uint32_t)S->n_ents + 1;
+	else
+		S->head[set] = (uint32_t)S->n_ents + 1;
+	S->tail[set] = (uint32_t)S->n_ents + 1;
+	S->n_ents++;
+	return 0;
+oom:
+	fail_at(P, 0, "out of memory");
+	return -ENOMEM;
+}
+
+/* ---- static attribute names -------------------------------------------------------------- */
+
+/* Decodes a "..." string's literal text, as Nix's unescapeStr: \n \r \t, \x -> x, and CR or
+ * CR LF -> LF. @out has room for @n bytes. Returns the decoded length. */
+static size_t unescape_str(const char *s, size_t n, char *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '\\' && i + 1 < n) {
+			c = s[++i];
+			out[o++] = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+		} else if (c == '\r') {
+			out[o++] = '\n';
+			if (i + 1 < n && s[i + 1] == '\n')
+				i++;
+		} else {
+			out[o++] = c;
+		}
+	}
+	return o;
+}
+
+static bool is_ind_string(const char *src, const struct nix_node *str)
+{
+	return str->n_elems && !str->elems[0].is_node && src[str->elems[0].tok.off] == '\'';
+}
+
+static int ind_string_value(const char *src, const struct nix_node *str, char **ret_value,
+			    size_t *ret_len);
+
+/* The value of a STRING node without interpolation, malloc'd; -EINVAL when it has one. */
+static int string_value(const char *src, const struct nix_node *str, char **ret_value,
+			size_t *ret_len)
+{
+	size_t total = 0, o = 0;
+	char *buf;
+
+	if (str->kind != NIX_NODE_STRING)
+		return -EINVAL;
+	for (size_t i = 0; i < str->n_elems; i++) {
+		if (str->elems[i].is_node)
+			return -EINVAL;
+		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT)
+			total += str->elems[i].tok.len;
+	}
+	if (is_ind_string(src, str))
+		return ind_string_value(src, str, ret_value, ret_len);
+	buf = malloc(total + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < str->n_elems; i++)
+		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT)
+			o += unescape_str(src + str->elems[i].tok.off, str->elems[i].tok.len,
+					  buf + o);
+	buf[o] = '\0';
+	*ret_value = buf;
+	if (ret_len)
+		*ret_len = o;
+	return 0;
+}
+
+/* Nix's stripIndentation for an indented string without interpolation: the smallest
+ * indentation of the non-blank lines is removed, the last line is dropped when it is only
+ * spaces, and the escapes ''$ ''' ''\x are decoded. */
+static int ind_string_value(const char *src, const struct nix_node *str, char **ret_value,
+			    size_t *ret_len)
+{
+	size_t n = 0, o = 0, min = SIZE_MAX, cur = 0;
+	const char *s = NULL;
+	bool at_bol = true;
+	char *buf;
+
+	for (size_t i = 0; i < str->n_elems; i++)
+		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT) {
+			s = src + str->elems[i].tok.off;
+			n = str->elems[i].tok.len;
+		}
+	/* the content is one token: the lexer joins the literal pieces */
+	for (size_t i = 0; i < n; i++) {
+		if (at_bol) {
+			if (s[i] == ' ') {
+				cur++;
+				continue;
+			}
+			if (s[i] == '\n') {
+				cur = 0;
+				continue;
+			}
+			at_bol = false;
+			if (cur < min)
+				min = cur;
+		}
+		if (s[i] == '\n') {
+			at_bol = true;
+			cur = 0;
+		}
+	}
+	if (min == SIZE_MAX)
+		min = 0; /* every line blank: Nix strips them all the same */
+	buf = malloc(n + 1);
+	if (!buf)
+		return -ENOMEM;
+	at_bol = true;
+	cur = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (at_bol && s[i] == ' ' && cur < min) {
+			cur++;
+			continue;
+		}
+		at_bol = false;
+		if (s[i] == '\n') {
+			at_bol = true;
+			cur = 0;
+			buf[o++] = '\n';
+			continue;
+		}
+		if (s[i] == '\'' && i + 2 < n && s[i + 1] == '\'') {
+			char e = s[i + 2];
+
+			if (e == '$') {
+				buf[o++] = '$';
+				i += 2;
+				continue;
+			}
+			if (e == '\'') {
+				buf[o++] = '\'';
+				buf[o++] = '\'';
+				i += 2;
+				continue;
+			}
+			if (e == '\\' && i + 3 < n) {
+				char x = s[i + 3];
+
+				buf[o++] = x == 'n' ? '\n' : x == 'r' ? '\r' : x == 't' ? '\t' : x;
+				i += 3;
+				continue;
+			}
+		}
+		buf[o++] = s[i];
+	}
+	/* a last line of only spaces is dropped */
+	{
+		size_t k = o;
+
+		while (k > 0 && buf[k - 1] == ' ')
+			k--;
+		if (k == 0 || buf[k - 1] == '\n')
+			o = k;
+	}
+	buf[o] = '\0';
+	*ret_value = buf;
+	if (ret_len)
+		*ret_len = o;
+	return 0;
+}
+
+static const struct nix_node *strip_parens(const struct nix_node *n)
+{
+	while (n && n->kind == NIX_NODE_PAREN)
+		n = nix_node_child(n, 0);
+	return n;
+}
+
+/* The static name of an attribute element, in the arena (or the source). Returns 0, or
+ * -EINVAL for a dynamic one. */
+static int attr_static_name(struct parser *P, const struct nix_node *a, const char **ret_name,
+			    uint32_t *ret_len)
+{
+	const struct nix_node *s = a;
+	WS_AUTOFREE char *v = NULL;
+	size_t n;
+	char *copy;
+
+	if (a->kind == NIX_NODE_IDENT) {
+		const struct nix_elem *e = &a->elems[0];
+
+		*ret_name = P->src + e->tok.off;
+		*ret_len = e->tok.len;
+		return 0;
+	}
+	if (a->kind == NIX_NODE_INTERP)
+		s = strip_parens(nix_node_child(a, 0));
+	if (!s || s->kind != NIX_NODE_STRING)
+		return -EINVAL;
+	/* "${x}" is dynamic even around a plain string: only ${"x"} and "x" are static */
+	if (string_value(P->src, s, &v, &n) < 0)
+		return -EINVAL;
+	copy = arena_alloc(P->arena, n + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, v, n + 1);
+	*ret_name = copy;
+	*ret_len = (uint32_t)n;
+	return 0;
+}
+
+/* ---- the grammar ------------------------------------------------------------------------ */
+
+static struct nix_node *parse_expr(struct parser *P);
+static struct nix_node *parse_select(struct parser *P);
+
+static bool enter(struct parser *P)
+{
+	if (P->failed)
+		return false;
+	if (++P->depth > MAX_DEPTH) {
+		P->depth--;
+		fail_at(P, peek(P)->off, "expression nested more than %d levels deep", MAX_DEPTH);
+		return false;
+	}
+	return true;
+}
+
+static inline void leave(struct parser *P)
+{
+	P->depth--;
+}
+
+/* ${ expr } */
+static struct nix_node *parse_interp(struct parser *P)
+{
+	size_t m = mark(P);
+
+	bump(P);
+	if (!parse_expr(P))
+		return NULL;
+	if (peek_kind(P) != NIX_TOK_INTERP_CLOSE && peek_kind(P) != NIX_TOK_RBRACE)
+		return unexpected(P, "'}'");
+	bump(P);
+	return finish(P, NIX_NODE_INTERP, m);
+}
+
+/* "..." or ''...'' */
+static struct nix_node *parse_string(struct parser *P)
+{
+	bool ind = peek_kind(P) == NIX_TOK_IND_OPEN;
+	int close = ind ? NIX_TOK_IND_CLOSE : NIX_TOK_STR_CLOSE;
+	size_t m = mark(P);
+
+	bump(P);
+	for (;;) {
+		int k = peek_kind(P);
+
+		if (k == close)
+			break;
+		if (k == NIX_TOK_STR_CONTENT) {
+			bump(P);
+		} else if (k == NIX_TOK_INTERP_OPEN) {
+			if (!parse_interp(P))
+				return NULL;
+		} else {
+			return unexpected(P, ind ? "IND_STR or DOLLAR_CURLY or IND_STRING_CLOSE"
+						 : "'\"'");
+		}
+	}
+	bump(P);
+	return finish(P, NIX_NODE_STRING, m);
+}
+
+/* An attribute name: ID, or, "string", ${expr}. */
+static struct nix_node *parse_attr(struct parser *P)
+{
+	size_t m;
+
+	switch (peek_kind(P)) {
+	case NIX_TOK_IDENT:
+	case NIX_TOK_OR_KW:
+		m = mark(P);
+		bump(P);
+		return finish(P, NIX_NODE_IDENT, m);
+	case NIX_TOK_STR_OPEN:
+		return parse_string(P);
+	case NIX_TOK_INTERP_OPEN:
+		return parse_interp(P);
+	default:
+		return unexpected(P, "ID or OR_KW or DOLLAR_CURLY or '\"'");
+	}
+}
+
+static struct nix_node *parse_attrpath(struct parser *P)
+{
+	size_t m = mark(P);
+
+	if (!parse_attr(P))
+		return NULL;
+	while (peek_kind(P) == NIX_TOK_DOT) {
+		bump(P);
+		if (!parse_attr(P))
+			return NULL;
+	}
+	return finish(P, NIX_NODE_ATTRPATH, m);
+}
+
+/* Nix's addAttr: records @path = value in set @set, merging nested sets the way Nix does,
+ * and fails on a duplicate. @value_sem is the set the value denotes, or -1. */
+static bool sem_is_rec(const struct parser *P, int32_t set)
+{
+	return set >= 0 && P->sem.node[set] && nix_node_is_rec(&P->sem.node[set]->n);
+}
+
+static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
+		    const struct nix_node *path, int32_t value_sem)
+{
+	size_t n = nix_node_n_children(path), i = 0;
+	uint32_t pos = path->start;
+
+	for (size_t k = 0; k < path->n_elems; i += path->elems[k].is_node, k++) {
+		const struct nix_node *a = path->elems[k].is_node ? path->elems[k].node : NULL;
+		const char *name;
+		uint32_t nlen;
+		struct sem_ent *e;
+		int r;
+
+		if (!a)
+			continue;
+		r = attr_static_name(P, a, &name, &nlen);
+		if (r == -ENOMEM) {
+			fail_at(P, 0, "out of memory");
+			return r;
+		}
+		if (r < 0) {
+			/* a dynamic attribute: what follows lands in a fresh set */
+			int32_t s = i + 1 < n ? sem_new_set(P) : -1;
+
+			if (i + 1 < n && s < 0)
+				return -ENOMEM;
+			set = (uint32_t)s;
+			continue;
+		}
+		e = sem_find(P, set, name, nlen);
+		if (i + 1 < n) {
+			if (e) {
+				if (e->sub < 0)
+					goto dup;
+				if (sem_is_rec(P, e->sub))
+					PN(binding)->lenient = true;
+				set = (uint32_t)e->sub;
+			} else {
+				int32_t s = sem_new_set(P);
+
+				if (s < 0 || sem_add(P, set, name, nlen, pos, s) < 0)
+					return -ENOMEM;
+				set = (uint32_t)s;
+			}
+			continue;
+		}
+		if (!e)
+			return sem_add(P, set, name, nlen, pos, value_sem);
+		if (e->sub < 0 || value_sem < 0)
+			goto dup;
+		/* both are attribute sets: Nix merges the new one's attributes in */
+		if (sem_is_rec(P, e->sub) || sem_is_rec(P, value_sem)) {
+			if (P->sem.node[e->sub])
+				P->sem.node[e->sub]->lenient = true;
+			P->sem.node[value_sem]->lenient = true;
+		}
+		{
+			uint32_t into = (uint32_t)e->sub;
+
+			for (uint32_t ki = P->sem.head[value_sem]; ki; ki = P->sem.ents[ki - 1].next) {
+				struct sem_ent ad = P->sem.ents[ki - 1];
+				struct sem_ent *j2 = sem_find(P, into, ad.name, ad.nlen);
+				char where[600];
+				int l, c;
+
+				if (j2) {
+					linecol(P->src, P->len, ad.pos, &l, &c);
+					snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
+					fail_at(P, j2->pos, "attribute '%.*s' already defined at %s",
+						(int)ad.nlen, ad.name, where);
+					return -EINVAL;
+				}
+				if (sem_add(P, into, ad.name, ad.nlen, ad.pos, ad.sub) < 0)
+					return -ENOMEM;
+			}
+		}
+		return 0;
+dup:
+		{
+			WS_AUTOFREE char *shown = NULL;
+			size_t cap = 0, len = 0;
+			char where[600];
+			int l, c;
+
+			/* Nix shows the whole path, dynamic parts as "\"${...}\"" */
+			for (size_t j = 0; j < n; j++) {
+				const struct nix_node *aj = nix_node_child(path, j);
+				const char *nm;
+				uint32_t nl;
+				char *t;
+
+				if (attr_static_name(P, aj, &nm, &nl) < 0) {
+					nm = "\"${...}\"";
+					nl = (uint32_t)strlen(nm);
+				}
+				if (len + nl + 2 > cap) {
+					cap = (len + nl + 2) * 2;
+					t = realloc(shown, cap);
+					if (!t) {
+						fail_at(P, 0, "out of memory");
+						return -ENOMEM;
+					}
+					shown = t;
+				}
+				if (j)
+					shown[len++] = '.';
+				memcpy(shown + len, nm, nl);
+				len += nl;
+				shown[len] = '\0';
+			}
+			linecol(P->src, P->len, e->pos, &l, &c);
+			snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
+			fail_at(P, pos, "attribute '%s' already defined at %s", shown, where);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* inherit [(expr)] names ; */
+static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
+{
+	size_t m = mark(P);
+	uint32_t pos;
+
+	bump(P);
+	pos = P->toks[P->triv - 1].off + P->toks[P->triv - 1].len;
+	if (peek_kind(P) == NIX_TOK_LPAREN) {
+		size_t mf = mark(P);
+
+		bump(P);
+		if (!parse_expr(P) || !expect(P, NIX_TOK_RPAREN, "')'"))
+			return NULL;
+		if (!finish(P, NIX_NODE_INHERIT_FROM, mf))
+			return NULL;
+		pos = P->toks[P->triv - 1].off + 1;
+	}
+	for (;;) {
+		int k = peek_kind(P);
+		struct nix_node *a;
+		const char *name;
+		uint32_t nlen;
+		struct sem_ent *e;
+
+		if (k == NIX_TOK_SEMI)
+			break;
+		if (k != NIX_TOK_IDENT && k != NIX_TOK_OR_KW && k != NIX_TOK_STR_OPEN &&
+		    k != NIX_TOK_INTERP_OPEN)
+			return unexpected(P, NULL);
+		a = parse_attr(P);
+		if (!a)
+			return NULL;
+		if (attr_static_name(P, a, &name, &nlen) < 0) {
+			fail_at(P, a->start, "dynamic attributes not allowed in inherit");
+			return NULL;
+		}
+		e = sem_find(P, set, name, nlen);
+		if (e) {
+			char where[600];
+			int l, c;
+
+			linecol(P->src, P->len, e->pos, &l, &c);
+			snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
+			fail_at(P, pos, "attribute '%.*s' already defined at %s", (int)nlen, name,
+				where);
+			return NULL;
+		}
+		if (sem_add(P, set, name, nlen, pos, -1) < 0)
+			return NULL;
+	}
+	bump(P);
+	return finish(P, NIX_NODE_INHERIT, m);
+}
+
+/* Bindings up to @end (not consumed), into semantic set @set. Sets *ret_dynamic when a
+ * binding's first attribute is dynamic (refused in let). */
+static bool parse_binds(struct parser *P, int end, uint32_t set, uint32_t *ret_dynamic)
+{
+	for (;;) {
+		int k = peek_kind(P);
+		size_t m;
+		struct nix_node *path, *val, *binding;
+		const struct nix_node *inner;
+		const char *name;
+		uint32_t nlen;
+
+		if (k == end)
+			return true;
+		if (k == NIX_TOK_INHERIT) {
+			if (!parse_inherit(P, set))
+				return false;
+			continue;
+		}
+		if (k != NIX_TOK_IDENT && k != NIX_TOK_OR_KW && k != NIX_TOK_STR_OPEN &&
+		    k != NIX_TOK_INTERP_OPEN) {
+			(void)unexpected(P, NULL);
+			return false;
+		}
+		m = mark(P);
+		path = parse_attrpath(P);
+		if (!path || !expect(P, NIX_TOK_ASSIGN, "'.' or '='"))
+			return false;
+		val = parse_expr(P);
+		if (!val || !expect(P, NIX_TOK_SEMI, "';'"))
+			return false;
+		binding = finish(P, NIX_NODE_BINDING, m);
+		if (!binding)
+			return false;
+		if (ret_dynamic && !*ret_dynamic &&
+		    attr_static_name(P, nix_node_child(path, 0), &name, &nlen) < 0)
+			*ret_dynamic = path->start + 1;
+		inner = strip_parens(val);
+		if (add_attr(P, set, binding, path,
+			     inner->kind == NIX_NODE_ATTRSET ? ((const struct pnode *)inner)->sem
+							     : -1) < 0)
+			return false;
+	}
+}
+
+/* [rec] { binds } and let { binds } */
+static struct nix_node *parse_attrset(struct parser *P)
+{
+	size_t m = mark(P);
+	enum nix_kind kind = NIX_NODE_ATTRSET;
+	int32_t set = sem_new_set(P);
+	struct nix_node *n;
+
+	if (set < 0)
+		return NULL;
+	if (peek_kind(P) == NIX_TOK_REC || peek_kind(P) == NIX_TOK_LET) {
+		if (peek_kind(P) == NIX_TOK_LET)
+			kind = NIX_NODE_LEGACY_LET;
+		bump(P);
+	}
+	if (!expect(P, NIX_TOK_LBRACE, NULL))
+		return NULL;
+	if (!parse_binds(P, NIX_TOK_RBRACE, (uint32_t)set, NULL))
+		return NULL;
+	bump(P);
+	n = finish(P, kind, m);
+	if (n) {
+		PN(n)->sem = set;
+		P->sem.node[set] = PN(n);
+	}
+	return n;
+}
+
+static struct nix_node *parse_list(struct parser *P)
+{
+	size_t m = mark(P);
+
+	bump(P);
+	while (peek_kind(P) != NIX_TOK_RBRACK) {
+		if (!parse_select(P))
+			return NULL;
+	}
+	bump(P);
+	return finish(P, NIX_NODE_LIST, m);
+}
+
+static struct nix_node *parse_int(struct parser *P)
+{
+	const struct nix_ltok *t = peek(P);
+	uint64_t v = 0;
+	size_t m;
+
+	for (uint32_t i = 0; i < t->len; i++) {
+		unsigned d = (unsigned)(P->src[t->off + i] - '0');
+
+		if (v > (UINT64_C(9223372036854775807) - d) / 10) {
+			fail_at(P, t->off, "invalid integer '%.*s'", (int)t->len, P->src + t->off);
+			return NULL;
+		}
+		v = v * 10 + d;
+	}
+	m = mark(P);
+	bump(P);
+	return finish(P, NIX_NODE_LITERAL, m);
+}
+
+static struct nix_node *parse_float(struct parser *P)
+{
+	const struct nix_ltok *t = peek(P);
+	WS_AUTOFREE char *copy = strndup(P->src + t->off, t->len); /* strtod needs a NUL */
+	size_t m;
+
+	if (!copy) {
+		fail_at(P, 0, "out of memory");
+		return NULL;
+	}
+	errno = 0;
+	(void)strtod(copy, NULL);
+	if (errno != 0) {
+		fail_at(P, t->off, "invalid float '%s'", copy);
+		return NULL;
+	}
+	m = mark(P);
+	bump(P);
+	return finish(P, NIX_NODE_LITERAL, m);
+}
+
+/* A path literal, or a path with interpolation. */
+static struct nix_node *parse_path(struct parser *P)
+{
+	size_t m = mark(P);
+	bool interp = false;
+
+	bump(P);
+	for (;;) {
+		const struct nix_ltok *t = peek(P);
+
+		if (!(t->flags & NIX_LF_INPATH))
+			break;
+		if (t->kind == NIX_TOK_PATH) {
+			bump(P);
+		} else {
+			interp = true;
+			if (!parse_interp(P))
+				return NULL;
+		}
+	}
+	if (peek_kind(P) == NIX_LTOK_ERROR)
+		return unexpected(P, NULL);
+	return finish(P, interp ? NIX_NODE_PATH : NIX_NODE_LITERAL, m);
+}
+
+static struct nix_node *parse_simple(struct parser *P)
+{
+	struct nix_node *n = NULL;
+	size_t m;
+
+	if (!enter(P))
+		return NULL;
+	switch (peek_kind(P)) {
+	case NIX_TOK_IDENT:
+		m = mark(P);
+		bump(P);
+		n = finish(P, NIX_NODE_IDENT, m);
+		break;
+	case NIX_TOK_INT:
+		n = parse_int(P);
+		break;
+	case NIX_TOK_FLOAT:
+		n = parse_float(P);
+		break;
+	case NIX_TOK_SPATH:
+	case NIX_TOK_URI:
+		m = mark(P);
+		bump(P);
+		n = finish(P, NIX_NODE_LITERAL, m);
+		break;
+	case NIX_TOK_PATH:
+		n = parse_path(P);
+		break;
+	case NIX_TOK_STR_OPEN:
+	case NIX_TOK_IND_OPEN:
+		n = parse_string(P);
+		break;
+	case NIX_TOK_LPAREN:
+		m = mark(P);
+		bump(P);
+		if (parse_expr(P) && expect(P, NIX_TOK_RPAREN, "')'"))
+			n = finish(P, NIX_NODE_PAREN, m);
+		break;
+	case NIX_TOK_LET:
+		if (peek2_kind(P) != NIX_TOK_LBRACE) {
+			m = mark(P);
+			bump(P);
+			n = unexpected(P, NULL);
+			break;
+		}
+		/* fallthrough */
+	case NIX_TOK_REC:
+	case NIX_TOK_LBRACE:
+		n = parse_attrset(P);
+		break;
+	case NIX_TOK_LBRACK:
+		n = parse_list(P);
+		break;
+	default:
+		n = unexpected(P, NULL);
+		break;
+	}
+	leave(P);
+	return n;
+}
+
+static bool starts_simple(int k)
+{
+	switch (k) {
+	case NIX_TOK_IDENT:
+	case NIX_TOK_INT:
+	case NIX_TOK_FLOAT:
+	case NIX_TOK_SPATH:
+	case NIX_TOK_URI:
+	case NIX_TOK_PATH:
+	case NIX_TOK_STR_OPEN:
+	case NIX_TOK_IND_OPEN:
+	case NIX_TOK_LPAREN:
+	case NIX_TOK_LET:
+	case NIX_TOK_REC:
+	case NIX_TOK_LBRACE:
+	case NIX_TOK_LBRACK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* e.a.b [or d], and the old `f or` (application to a variable named "or") */
+static struct nix_node *parse_select(struct parser *P)
+{
+	size_t m = mark(P);
+	struct nix_node *e = parse_simple(P);
+
+	if (!e)
+		return NULL;
+	if (peek_kind(P) == NIX_TOK_OR_KW) {
+		size_t mo = mark(P);
+
+		bump(P);
+		if (!finish(P, NIX_NODE_IDENT, mo))
+			return NULL;
+		return finish(P, NIX_NODE_APPLY, m);
+	}
+	if (peek_kind(P) != NIX_TOK_DOT)
+		return e;
+	bump(P);
+	if (!parse_attrpath(P))
+		return NULL;
+	if (peek_kind(P) == NIX_TOK_OR_KW) {
+		bump(P);
+		if (!parse_select(P))
+			return NULL;
+	}
+	return finish(P, NIX_NODE_SELECT, m);
+}
+
+static struct nix_node *parse_app(struct parser *P)
+{
+	size_t m = mark(P);
+	struct nix_node *n = parse_select(P);
+
+	while (n && starts_simple(peek_kind(P))) {
+		if (!parse_select(P))
+			return NULL;
+		n = finish(P, NIX_NODE_APPLY, m);
+	}
+	return n;
+}
+
+/* Operator precedence, from Nix's %left/%right/%nonassoc lines (higher binds tighter). */
+enum {
+	PREC_IMPL = 1,
+	PREC_OR,
+	PREC_AND,
+	PREC_EQ,
+	PREC_CMP,
+	PREC_UPDATE,
+	PREC_NOT,
+	PREC_ADD,
+	PREC_MUL,
+	PREC_CONCAT,
+	PREC_HAS,
+	PREC_NEGATE,
+};
+
+enum assoc { LEFT, RIGHT, NONASSOC };
+
+static int binop_prec(int k, enum assoc *ret_assoc)
+{
+	switch (k) {
+	case NIX_TOK_IMPL: *ret_assoc = RIGHT; return PREC_IMPL;
+	case NIX_TOK_OR: *ret_assoc = LEFT; return PREC_OR;
+	case NIX_TOK_AND: *ret_assoc = LEFT; return PREC_AND;
+	case NIX_TOK_EQ:
+	case NIX_TOK_NEQ: *ret_assoc = NONASSOC; return PREC_EQ;
+	case NIX_TOK_LT:
+	case NIX_TOK_LE:
+	case NIX_TOK_GT:
+	case NIX_TOK_GE: *ret_assoc = NONASSOC; return PREC_CMP;
+	case NIX_TOK_UPDATE: *ret_assoc = RIGHT; return PREC_UPDATE;
+	case NIX_TOK_PLUS:
+	case NIX_TOK_MINUS: *ret_assoc = LEFT; return PREC_ADD;
+	case NIX_TOK_STAR:
+	case NIX_TOK_SLASH: *ret_assoc = LEFT; return PREC_MUL;
+	case NIX_TOK_CONCAT: *ret_assoc = RIGHT; return PREC_CONCAT;
+	case NIX_TOK_QUESTION: *ret_assoc = NONASSOC; return PREC_HAS;
+	default: return 0;
+	}
+}
+
+static struct nix_node *parse_binary(struct parser *P, int min_prec);
+
+static struct nix_node *parse_unary(struct parser *P)
+{
+	int k = peek_kind(P);
+	struct nix_node *n;
+	size_t m;
+
+	if (k != NIX_TOK_NOT && k != NIX_TOK_MINUS)
+		return parse_app(P);
+	if (!enter(P))
+		return NULL;
+	m = mark(P);
+	bump(P);
+	n = parse_binary(P, k == NIX_TOK_NOT ? PREC_NOT + 1 : PREC_NEGATE + 1);
+	if (n) {
+		n = finish(P, NIX_NODE_UNARY, m);
+		if (n)
+			n->op = (enum nix_tok)k;
+	}
+	leave(P);
+	return n;
+}
+
+static struct nix_node *parse_binary(struct parser *P, int min_prec)
+{
+	size_t m = mark(P);
+	struct nix_node *lhs = parse_unary(P);
+	int last_nonassoc = 0;
+
+	while (lhs) {
+		int k = peek_kind(P), prec;
+		enum assoc as = LEFT;
+
+		prec = binop_prec(k, &as);
+		if (!prec || prec < min_prec)
+			break;
+		if (as == NONASSOC && prec == last_nonassoc && k != NIX_TOK_QUESTION)
+			return unexpected(P, NULL);
+		bump(P);
+		if (k == NIX_TOK_QUESTION) {
+			if (!parse_attrpath(P))
+				return NULL;
+			lhs = finish(P, NIX_NODE_HAS_ATTR, m);
+			continue;
+		}
+		if (!enter(P))
+			return NULL;
+		lhs = parse_binary(P, as == RIGHT ? prec : prec + 1);
+		leave(P);
+		if (!lhs)
+			return NULL;
+		lhs = finish(P, NIX_NODE_BINOP, m);
+		if (lhs)
+			lhs->op = (enum nix_tok)k;
+		last_nonassoc = as == NONASSOC ? prec : 0;
+	}
+	return lhs;
+}
+
+/* After `{` at the start of an expression: a function's pattern, or a set? */
+static bool looks_like_pattern(const struct parser *P)
+{
+	size_t i = P->pos + 1;
+	int k1, k2;
+
+	while (i < P->n_toks && is_trivia(P->toks[i].kind))
+		i++;
+	k1 = P->toks[i].kind;
+	if (k1 == NIX_TOK_ELLIPSIS)
+		return true;
+	if (k1 != NIX_TOK_RBRACE && k1 != NIX_TOK_IDENT)
+		return false;
+	if (k1 == NIX_LTOK_EOF)
+		return false;
+	for (i++; i < P->n_toks && is_trivia(P->toks[i].kind); i++)
+		;
+	k2 = P->toks[i].kind;
+	if (k1 == NIX_TOK_RBRACE)
+		return k2 == NIX_TOK_COLON || k2 == NIX_TOK_AT;
+	return k2 == NIX_TOK_COMMA || k2 == NIX_TOK_QUESTION || k2 == NIX_TOK_RBRACE;
+}
+
+static bool formal_seen(const struct parser *P, const struct nix_node *pat,
+			const struct nix_ltok *id)
+{
+	for (size_t i = 0; i < pat->n_elems; i++) {
+		const struct nix_node *e = pat->elems[i].is_node ? pat->elems[i].node : NULL;
+		const struct nix_elem *t;
+
+		if (!e || e->kind != NIX_NODE_PAT_ENTRY)
+			continue;
+		t = &nix_node_child(e, 0)->elems[0];
+		if (t->tok.len == id->len && memcmp(P->src + t->tok.off, P->src + id->off,
+						    id->len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* [x @] { formals } [@ x] : body  -- the cursor is on `x` or `{` */
+static struct nix_node *parse_pattern_lambda(struct parser *P)
+{
+	size_t m = mark(P), mp = mark(P);
+	struct nix_node *pat;
+	uint32_t dup_off = UINT32_MAX, dup_len = 0, at_name = UINT32_MAX, at_len = 0;
+	uint32_t lambda_off = peek(P)->off;
+
+	if (peek_kind(P) == NIX_TOK_IDENT) {
+		size_t mi = mark(P);
+
+		at_name = peek(P)->off;
+		at_len = peek(P)->len;
+		bump(P);
+		if (!finish(P, NIX_NODE_IDENT, mi))
+			return NULL;
+		bump(P); /* @ */
+		if (peek_kind(P) != NIX_TOK_LBRACE)
+			return unexpected(P, "'{'");
+	}
+	bump(P); /* { */
+	for (;;) {
+		int k = peek_kind(P);
+
+		if (k == NIX_TOK_RBRACE)
+			break;
+		if (k == NIX_TOK_ELLIPSIS) {
+			bump(P);
+			if (peek_kind(P) != NIX_TOK_RBRACE)
+				return unexpected(P, "'}'");
+			break;
+		}
+		if (k == NIX_TOK_IDENT) {
+			size_t me = mark(P), mi = mark(P);
+			const struct nix_ltok *id = peek(P);
+			size_t so_far = P->n_scratch;
+
+			/* a duplicate among the formals seen so far (built but not finished) */
+			for (size_t i = mp; i < so_far; i++) {
+				const struct nix_elem *e = &P->scratch[i];
+				const struct nix_node *en;
+				const struct nix_elem *t;
+
+				if (!e->is_node || e->node->kind != NIX_NODE_PAT_ENTRY)
+					continue;
+				en = e->node;
+				t = &nix_node_child(en, 0)->elems[0];
+				if (dup_off == UINT32_MAX && t->tok.len == id->len &&
+				    memcmp(P->src + t->tok.off, P->src + id->off, id->len) == 0) {
+					dup_off = id->off;
+					dup_len = id->len;
+				}
+			}
+			bump(P);
+			if (!finish(P, NIX_NODE_IDENT, mi))
+				return NULL;
+			if (peek_kind(P) == NIX_TOK_QUESTION) {
+				bump(P);
+				if (!parse_expr(P))
+					return NULL;
+			}
+			if (!finish(P, NIX_NODE_PAT_ENTRY, me))
+				return NULL;
+			if (peek_kind(P) == NIX_TOK_COMMA) {
+				bump(P);
+				continue;
+			}
+			if (peek_kind(P) != NIX_TOK_RBRACE)
+				return unexpected(P, NULL);
+			break;
+		}
+		return unexpected(P, NULL);
+	}
+	bump(P); /* } */
+	if (at_name == UINT32_MAX && peek_kind(P) == NIX_TOK_AT) {
+		size_t mi;
+
+		bump(P);
+		if (peek_kind(P) != NIX_TOK_IDENT)
+			return unexpected(P, "ID");
+		at_name = peek(P)->off;
+		at_len = peek(P)->len;
+		mi = mark(P);
+		bump(P);
+		if (!finish(P, NIX_NODE_IDENT, mi))
+			return NULL;
+	}
+	pat = finish(P, NIX_NODE_PATTERN, mp);
+	if (!pat)
+		return NULL;
+	if (!expect(P, NIX_TOK_COLON, at_name == UINT32_MAX ? "':' or '@'" : "':'"))
+		return NULL;
+	if (!parse_expr(P))
+		return NULL;
+	/* Nix checks the formals when the whole function has been read */
+	if (dup_off != UINT32_MAX) {
+		fail_at(P, dup_off, "duplicate formal function argument '%.*s'", (int)dup_len,
+			P->src + dup_off);
+		return NULL;
+	}
+	if (at_name != UINT32_MAX) {
+		struct nix_ltok id = { .off = at_name, .len = at_len };
+
+		if (formal_seen(P, pat, &id)) {
+			fail_at(P, lambda_off, "duplicate formal function argument '%.*s'",
+				(int)at_len, P->src + at_name);
+			return NULL;
+		}
+	}
+	return finish(P, NIX_NODE_LAMBDA, m);
+}
+
+static struct nix_node *parse_expr_inner(struct parser *P)
+{
+	size_t m;
+	int k = peek_kind(P);
+	uint32_t dyn = 0, let_off;
+	int32_t set;
+
+	switch (k) {
+	case NIX_TOK_IDENT: {
+		int k2 = peek2_kind(P);
+
+		if (k2 == NIX_TOK_COLON) {
+			size_t mi;
+
+			m = mark(P);
+			mi = mark(P);
+			bump(P);
+			if (!finish(P, NIX_NODE_IDENT, mi))
+				return NULL;
+			bump(P);
+			if (!parse_expr(P))
+				return NULL;
+			return finish(P, NIX_NODE_LAMBDA, m);
+		}
+		if (k2 == NIX_TOK_AT)
+			return parse_pattern_lambda(P);
+		break;
+	}
+	case NIX_TOK_LBRACE:
+		if (looks_like_pattern(P))
+			return parse_pattern_lambda(P);
+		break;
+	case NIX_TOK_ASSERT:
+	case NIX_TOK_WITH:
+		m = mark(P);
+		bump(P);
+		if (!parse_expr(P) || !expect(P, NIX_TOK_SEMI, "';'") || !parse_expr(P))
+			return NULL;
+		return finish(P, k == NIX_TOK_WITH ? NIX_NODE_WITH : NIX_NODE_ASSERT, m);
+	case NIX_TOK_LET:
+		if (peek2_kind(P) == NIX_TOK_LBRACE)
+			break;
+		m = mark(P);
+		let_off = peek(P)->off;
+		set = sem_new_set(P);
+		if (set < 0)
+			return NULL;
+		bump(P);
+		if (!parse_binds(P, NIX_TOK_IN, (uint32_t)set, &dyn))
+			return NULL;
+		bump(P);
+		if (!parse_expr(P))
+			return NULL;
+		if (dyn) {
+			fail_at(P, let_off, "dynamic attributes not allowed in let");
+			return NULL;
+		}
+		return finish(P, NIX_NODE_LET_IN, m);
+	case NIX_TOK_IF:
+		m = mark(P);
+		bump(P);
+		if (!parse_expr(P) || !expect(P, NIX_TOK_THEN, "THEN") || !parse_expr(P) ||
+		    !expect(P, NIX_TOK_ELSE, "ELSE") || !parse_expr(P))
+			return NULL;
+		return finish(P, NIX_NODE_IF, m);
+	default:
+		break;
+	}
+	return parse_binary(P, 1);
+}
+
+static struct nix_node *parse_expr(struct parser *P)
+{
+	struct nix_node *n;
+
+	if (!enter(P))
+		return NULL;
+	n = parse_expr_inner(P);
+	leave(P);
+	return P->failed ? NULL : n;
+}
+
+/* ---- undefined variables ------------------------------------------------------------------ */
+
+/* Names in scope: a hash of name -> how many bindings currently hold it. */
+struct scope_slot {
+	const char *name;
+	uint32_t len;
+	uint32_t count;
+};
+
+struct scope {
+	struct scope_slot *slots;
+	size_t n_slots, used;
+	uint32_t *stack; /* slot indices of pushed names, for popping */
+	size_t n_stack, cap_stack;
+};
+
+static const char *const base_env[] = {
+	"abort", "baseNameOf", "builtins", "derivation", "derivationStrict", "dirOf", "false",
+	"fetchGit", "fetchMercurial", "fetchTarball", "fetchTree", "fromTOML", "import", "isNull",
+	"map", "null", "placeholder", "removeAttrs", "scopedImport", "throw", "toString", "true",
+	"__add", "__addErrorContext", "__all", "__any", "__appendContext", "__attrNames",
+	"__attrValues", "__bitAnd", "__bitOr", "__bitXor", "__catAttrs", "__ceil",
+	"__compareVersions", "__concatLists", "__concatMap", "__concatStringsSep",
+	"__currentSystem", "__currentTime", "__deepSeq", "__div", "__elem", "__elemAt",
+	"__fetchurl", "__filter", "__filterSource", "__findFile", "__floor", "__foldl'",
+	"__fromJSON", "__functionArgs", "__genList", "__genericClosure", "__getAttr",
+	"__getContext", "__getEnv", "__groupBy", "__hasAttr", "__hasContext", "__hashFile",
+	"__hashString", "__head", "__intersectAttrs", "__isAttrs", "__isBool", "__isFloat",
+	"__isFunction", "__isInt", "__isList", "__isPath", "__isString", "__langVersion",
+	"__length", "__lessThan", "__listToAttrs", "__mapAttrs", "__match", "__mul", "__nixPath",
+	"__nixVersion", "__parseDrvName", "__partition", "__path", "__pathExists", "__readDir",
+	"__readFile", "__replaceStrings", "__seq", "__sort", "__split", "__splitVersion",
+	"__storeDir", "__storePath", "__stringLength", "__sub", "__substring", "__tail",
+	"__toFile", "__toJSON", "__toPath", "__toXML", "__trace", "__tryEval", "__typeOf",
+	"__unsafeDiscardOutputDependency", "__unsafeDiscardStringContext", "__unsafeGetAttrPos",
+	"__zipAttrsWith",
+	"__curPos", /* not a variable at all: the parser turns it into a position */
+};
+
+static int scope_grow(struct scope *S)
+{
+	size_t n = S->n_slots ? S->n_slots * 2 : 512;
+	struct scope_slot *slots = calloc(n, sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	/* re-inserting changes slot indices: only done while the stack is empty of those */
+	for (size_t i = 0; i < S->n_slots; i++) {
+		struct scope_slot *o = &S->slots[i];
+		size_t j;
+
+		if (!o->name)
+			continue;
+		j = hash_bytes(o->name, o->len) & (n - 1);
+		while (slots[j].name)
+			j = (j + 1) & (n - 1);
+		slots[j] = *o;
+		for (size_t k = 0; k < S->n_stack; k++)
+			if (S->stack[k] == i)
+				S->stack[k] = (uint32_t)j | 0x80000000u;
+	}
+	for (size_t k = 0; k < S->n_stack; k++)
+		S->stack[k] &= 0x7fffffffu;
+	free(S->slots);
+	S->slots = slots;
+	S->n_slots = n;
+	return 0;
+}
+
+static struct scope_slot *scope_slot(struct scope *S, const char *name, uint32_t len,
+				     bool create, size_t *ret_idx)
+{
+	size_t j;
+
+	if (create && (S->used + 1) * 2 > S->n_slots && scope_grow(S) < 0)
+		return NULL;
+	if (!S->n_slots)
+		return NULL;
+	for (j = hash_bytes(name, len) & (S->n_slots - 1); S->slots[j].name;
+	     j = (j + 1) & (S->n_slots - 1))
+		if (S->slots[j].len == len && memcmp(S->slots[j].name, name, len) == 0)
+			break;
+	if (!S->slots[j].name) {
+		if (!create)
+			return NULL;
+		S->slots[j] = (struct scope_slot){ .name = name, .len = len };
+		S->used++;
+	}
+	if (ret_idx)
+		*ret_idx = j;
+	return &S->slots[j];
+}
+
+static int scope_push(struct scope *S, const char *name, uint32_t len)
+{
+	size_t idx;
+	struct scope_slot *s = scope_slot(S, name, len, true, &idx);
+
+	if (!s)
+		return -ENOMEM;
+	if (S->n_stack == S->cap_stack) {
+		size_t ncap = S->cap_stack ? S->cap_stack * 2 : 256;
+		uint32_t *st = realloc(S->stack, ncap * sizeof(*st));
+
+		if (!st)
+			return -ENOMEM;
+		S->stack = st;
+		S->cap_stack = ncap;
+	}
+	s->count++;
+	S->stack[S->n_stack++] = (uint32_t)idx;
+	return 0;
+}
+
+static void scope_pop_to(struct scope *S, size_t n)
+{
+	while (S->n_stack > n)
+		S->slots[S->stack[--S->n_stack]].count--;
+}
+
+static bool scope_has(struct scope *S, const char *name, uint32_t len)
+{
+	struct scope_slot *s = scope_slot(S, name, len, false, NULL);
+
+	return s && s->count > 0;
+}
+
+struct walk_frame {
+	const struct nix_node *n;
+	size_t i;          /* next element */
+	size_t child;      /* child nodes seen */
+	size_t scope_mark; /* names to pop when leaving; SIZE_MAX: none */
+};
+
+static bool is_scoping(const struct parser *P, const struct nix_node *n)
+{
+	return n->kind == NIX_NODE_LET_IN || n->kind == NIX_NODE_LEGACY_LET ||
+	       n->kind == NIX_NODE_LAMBDA ||
+	       (n->kind == NIX_NODE_ATTRSET && nix_node_is_rec(n));
+}
+
+static int check_var(struct parser *P, struct scope *S, const struct nix_node *id)
+{
+	const struct nix_elem *t = &id->elems[0];
+	const char *name = P->src + t->tok.off;
+	uint32_t len = t->tok.len;
+
+	if (scope_has(S, name, len))
+		return 0;
+	/* `f or` reads as f applied to a variable "or", placed where f starts */
+	fail_at(P, t->tok.kind == NIX_TOK_OR_KW && id->parent ? id->parent->start : id->start,
+		"undefined variable '%.*s'", (int)len, name);
+	return -EINVAL;
+}
+
+/* Checks the names of a plain `inherit a b;` (no source): they are variables, which Nix
+ * places where the bindings begin, just after the `{` or `let`. */
+static int check_inherit_names(struct parser *P, struct scope *S, const struct nix_node *inh)
+{
+	size_t n = nix_node_n_children(inh);
+	const struct nix_node *owner = inh->parent;
+	uint32_t pos = inh->start;
+
+	for (size_t i = 0; owner && i < owner->n_elems; i++) {
+		const struct nix_elem *e = &owner->elems[i];
+
+		if (!e->is_node && (e->tok.kind == NIX_TOK_LBRACE || e->tok.kind == NIX_TOK_LET)) {
+			pos = e->tok.off + e->tok.len;
+			if (e->tok.kind == NIX_TOK_LBRACE)
+				break;
+		}
+	}
+
+	if (n && nix_node_child(inh, 0)->kind == NIX_NODE_INHERIT_FROM)
+		return 0; /* names of a source, not variables */
+	for (size_t i = 0; i < inh->n_elems; i++) {
+		const struct nix_node *a = inh->elems[i].is_node ? inh->elems[i].node : NULL;
+		const char *name;
+		uint32_t len;
+
+		if (!a || attr_static_name(P, a, &name, &len) < 0)
+			continue;
+		if (!scope_has(S, name, len)) {
+			fail_at(P, pos, "undefined variable '%.*s'", (int)len, name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Pushes the names a scoping node binds. */
+static int bind_names(struct parser *P, struct scope *S, const struct nix_node *n)
+{
+	int r;
+
+	if (n->kind == NIX_NODE_LAMBDA) {
+		const struct nix_node *p = nix_node_child(n, 0);
+
+		if (p->kind == NIX_NODE_IDENT)
+			return scope_push(S, P->src + p->start, p->end - p->start);
+		for (size_t i = 0; i < p->n_elems; i++) {
+			const struct nix_node *c = p->elems[i].is_node ? p->elems[i].node : NULL;
+
+			if (!c)
+				continue;
+			if (c->kind == NIX_NODE_PAT_ENTRY)
+				c = nix_node_child(c, 0);
+			r = scope_push(S, P->src + c->elems[0].tok.off, c->elems[0].tok.len);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	/* let, rec { }, let { }: plain inherits refer to the enclosing scope */
+	for (size_t i = 0; i < n->n_elems; i++) {
+		const struct nix_node *c = n->elems[i].is_node ? n->elems[i].node : NULL;
+
+		if (c && c->kind == NIX_NODE_INHERIT && check_inherit_names(P, S, c) < 0)
+			return -EINVAL;
+	}
+	for (size_t i = 0; i < n->n_elems; i++) {
+		const struct nix_node *c = n->elems[i].is_node ? n->elems[i].node : NULL;
+		const char *name;
+		uint32_t len;
+
+		if (!c)
+			continue;
+		if (c->kind == NIX_NODE_BINDING) {
+			if (attr_static_name(P, nix_node_child(nix_node_child(c, 0), 0), &name,
+					     &len) < 0)
+				continue;
+			r = scope_push(S, name, len);
+			if (r < 0)
+				return r;
+		} else if (c->kind == NIX_NODE_INHERIT) {
+			for (size_t j = 0; j < c->n_elems; j++) {
+				const struct nix_node *a = c->elems[j].is_node ? c->elems[j].node : NULL;
+
+				if (!a || a->kind == NIX_NODE_INHERIT_FROM ||
+				    attr_static_name(P, a, &name, &len) < 0)
+					continue;
+				r = scope_push(S, name, len);
+				if (r < 0)
+					return r;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Which child nodes of @n are expressions to check (others are names). */
+static bool child_is_expr(const struct nix_node *n, size_t child_idx, const struct nix_node *c)
+{
+	switch (n->kind) {
+	case NIX_NODE_LAMBDA:
+		return child_idx > 0 || c->kind == NIX_NODE_PATTERN;
+	case NIX_NODE_PATTERN:
+		return c->kind == NIX_NODE_PAT_ENTRY;
+	case NIX_NODE_PAT_ENTRY:
+		return child_idx > 0;
+	case NIX_NODE_ATTRPATH:
+		return c->kind != NIX_NODE_IDENT;
+	case NIX_NODE_INHERIT:
+		return c->kind == NIX_NODE_INHERIT_FROM;
+	case NIX_NODE_WITH:
+		return child_idx == 0; /* anything may come from the with in the body */
+	default:
+		return true;
+	}
+}
+
+static int check_scopes(struct parser *P, const struct nix_node *root)
+{
+	struct scope S = { 0 };
+	struct walk_frame *st = NULL;
+	size_t n_st = 0, cap_st = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < WS_ARRAY_SIZE(base_env); i++) {
+		r = scope_push(&S, base_env[i], (uint32_t)strlen(base_env[i]));
+		if (r < 0)
+			goto out;
+	}
+	S.n_stack = 0; /* the base environment is never popped */
+
+	cap_st = 64;
+	st = malloc(cap_st * sizeof(*st));
+	if (!st) {
+		r = -ENOMEM;
+		goto out;
+	}
+	st[n_st++] = (struct walk_frame){ .n = root, .scope_mark = SIZE_MAX };
+	while (n_st) {
+		struct walk_frame *f = &st[n_st - 1];
+		const struct nix_node *n = f->n, *c;
+		size_t child_idx = f->child;
+
+		/* find the next child node */
+		c = NULL;
+		while (f->i < n->n_elems) {
+			const struct nix_elem *e = &n->elems[f->i++];
+
+			if (e->is_node) {
+				c = e->node;
+				f->child++;
+				break;
+			}
+		}
+		if (!c) {
+			if (f->scope_mark != SIZE_MAX)
+				scope_pop_to(&S, f->scope_mark);
+			n_st--;
+			continue;
+		}
+		if (!child_is_expr(n, child_idx, c) || ((const struct pnode *)c)->lenient)
+			continue;
+		if (c->kind == NIX_NODE_IDENT) {
+			r = check_var(P, &S, c);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		if (c->kind == NIX_NODE_INHERIT && (n->kind == NIX_NODE_ATTRSET && !nix_node_is_rec(n))) {
+			r = check_inherit_names(P, &S, c);
+			if (r < 0)
+				goto out;
+		}
+		if (n_st == cap_st) {
+			struct walk_frame *t = realloc(st, cap_st * 2 * sizeof(*st));
+
+			if (!t) {
+				r = -ENOMEM;
+				goto out;
+			}
+			st = t;
+			cap_st *= 2;
+		}
+		st[n_st] = (struct walk_frame){ .n = c, .scope_mark = SIZE_MAX };
+		if (is_scoping(P, c)) {
+			st[n_st].scope_mark = S.n_stack;
+			r = bind_names(P, &S, c);
+			if (r < 0)
+				goto out;
+		}
+		n_st++;
+	}
+out:
+	if (r == -ENOMEM)
+		fail_at(P, 0, "out of memory");
+	free(st);
+	free(S.slots);
+	free(S.stack);
+	return r;
+}
+
+/* ---- the public face --------------------------------------------------------------------- */
+
+int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix_tree **ret_tree,
+		   struct ws_err *err)
+{
+	struct nix_lex lx;
+	struct parser P = { .src = src, .len = (uint32_t)len, .filename = filename ? filename : "",
+			    .err = err };
+	struct tree_priv *t;
+	struct nix_node *root = NULL;
+	size_t m;
+	int r;
+
+	if (len >= UINT32_MAX - 4)
+		return ws_fail(err, -EFBIG, WS_E_CONFIG_UNPARSABLE, "'%s' is too large to parse",
+			       P.filename);
+	r = nix_lex_run(src, len, &lx);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot lex '%s': %s", P.filename, strerror(-r));
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		nix_lex_clear(&lx);
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	}
+	P.toks = lx.toks;
+	P.n_toks = lx.n;
+	P.lx = &lx;
+	P.arena = &t->arena;
+	skip_to_significant(&P);
+
+	m = 0; /* the root owns the leading trivia */
+	if (parse_expr(&P)) {
+		if (peek_kind(&P) != NIX_LTOK_EOF)
+			(void)unexpected(&P, peek_kind(&P) == NIX_LTOK_ERROR ? NULL : "end of file");
+		else {
+			P.pos = P.n_toks - 1; /* trailing trivia goes to the root */
+			(void)flush_trivia(&P);
+			root = finish(&P, NIX_NODE_ROOT, m);
+		}
+	}
+	if (root && !P.failed) {
+		root->start = 0;
+		root->end = (uint32_t)len;
+		(void)check_scopes(&P, root);
+	}
+	free(P.scratch);
+	free(P.sem.ents);
+	free(P.sem.slots);
+	free(P.sem.head);
+	free(P.sem.tail);
+	free(P.sem.node);
+	nix_lex_clear(&lx);
+	if (P.failed || !root) {
+		arena_free(&t->arena);
+		free(t);
+		return -EINVAL;
+	}
+	t->pub.src = src;
+	t->pub.len = len;
+	t->pub.root = root;
+	*ret_tree = &t->pub;
+	return 0;
+}
+
+void nix_tree_free(struct nix_tree *t)
+{
+	struct tree_priv *p = (struct tree_priv *)t;
+
+	if (!t)
+		return;
+	arena_free(&p->arena);
+	free(p);
+}
+
+int nix_tree_print(const struct nix_tree *t, char **ret_buf, size_t *ret_len)
+{
+	/* iterative: left-nested operator chains make trees deeper than any stack */
+	const struct nix_node **stack = NULL;
+	size_t *idx = NULL, n = 0, cap = 64, len = 0;
+	char *buf = malloc(t->len + 1);
+	int r = 0;
+
+	stack = malloc(cap * sizeof(*stack));
+	idx = malloc(cap * sizeof(*idx));
+	if (!buf || !stack || !idx) {
+		r = -ENOMEM;
+		goto out;
+	}
+	stack[n] = t->root;
+	idx[n++] = 0;
+	while (n) {
+		const struct nix_node *nd = stack[n - 1];
+
+		if (idx[n - 1] >= nd->n_elems) {
+			n--;
+			continue;
+		}
+		const struct nix_elem *e = &nd->elems[idx[n - 1]++];
+
+		if (!e->is_node) {
+			if (e->tok.off + (size_t)e->tok.len > t->len || len + e->tok.len > t->len) {
+				r = -EINVAL;
+				goto out;
+			}
+			memcpy(buf + len, t->src + e->tok.off, e->tok.len);
+			len += e->tok.len;
+			continue;
+		}
+		if (n == cap) {
+			const struct nix_node **s2 = realloc(stack, cap * 2 * sizeof(*stack));
+			size_t *i2;
+
+			if (!s2) {
+				r = -ENOMEM;
+				goto out;
+			}
+			stack = s2;
+			i2 = realloc(idx, cap * 2 * sizeof(*idx));
+			if (!i2) {
+				r = -ENOMEM;
+				goto out;
+			}
+			idx = i2;
+			cap *= 2;
+		}
+		stack[n] = e->node;
+		idx[n++] = 0;
+	}
+	buf[len] = '\0';
+	*ret_buf = ws_steal(&buf);
+	*ret_len = len;
+out:
+	free(buf);
+	free(stack);
+	free(idx);
+	return r;
+}
+
+struct nix_node *nix_tree_expr(const struct nix_tree *t)
+{
+	return nix_node_child(t->root, 0);
+}
+
+size_t nix_node_n_children(const struct nix_node *n)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < n->n_elems; i++)
+		c += n->elems[i].is_node;
+	return c;
+}
+
+struct nix_node *nix_node_child(const struct nix_node *n, size_t i)
+{
+	for (size_t k = 0; k < n->n_elems; k++)
+		if (n->elems[k].is_node && i-- == 0)
+			return n->elems[k].node;
+	return NULL;
+}
+
+int64_t nix_node_token(const struct nix_node *n, enum nix_tok kind)
+{
+	for (size_t k = 0; k < n->n_elems; k++)
+		if (!n->elems[k].is_node && n->elems[k].tok.kind == kind)
+			return n->elems[k].tok.off;
+	return -1;
+}
+
+bool nix_node_is_rec(const struct nix_node *n)
+{
+	return n->kind == NIX_NODE_ATTRSET && nix_node_token(n, NIX_TOK_REC) >= 0;
+}
+
+int nix_attr_name(const struct nix_tree *t, const struct nix_node *attr, char **ret_name)
+{
+	const struct nix_node *s = attr;
+	char *v;
+
+	if (attr->kind == NIX_NODE_IDENT) {
+		const struct nix_elem *e = &attr->elems[0];
+
+		v = strndup(t->src + e->tok.off, e->tok.len);
+		if (!v)
+			return -ENOMEM;
+		*ret_name = v;
+		return 0;
+	}
+	if (attr->kind == NIX_NODE_INTERP)
+		s = strip_parens(nix_node_child(attr, 0));
+	if (!s || s->kind != NIX_NODE_STRING)
+		return -EINVAL;
+	return string_value(t->src, s, ret_name, NULL);
+}
+
+int nix_string_value(const struct nix_tree *t, const struct nix_node *str, char **ret_value)
+{
+	return string_value(t->src, str, ret_value, NULL);
+}
+
+char *nix_node_text(const struct nix_tree *t, const struct nix_node *n)
+{
+	return strndup(t->src + n->start, n->end - n->start);
+}
+
+void nix_tree_linecol(const struct nix_tree *t, size_t off, int *ret_line, int *ret_col)
+{
+	linecol(t->src, t->len, off, ret_line, ret_col);
+}
+
+const char *nix_tok_name(enum nix_tok k)
+{
+	static const char *const names[NIX_TOK_COUNT] = {
+		[NIX_TOK_WS] = "WS", [NIX_TOK_COMMENT] = "COMMENT", [NIX_TOK_IDENT] = "IDENT",
+		[NIX_TOK_INT] = "INT", [NIX_TOK_FLOAT] = "FLOAT", [NIX_TOK_PATH] = "PATH",
+		[NIX_TOK_SPATH] = "SPATH", [NIX_TOK_URI] = "URI", [NIX_TOK_STR_OPEN] = "STR_OPEN",
+		[NIX_TOK_STR_CLOSE] = "STR_CLOSE", [NIX_TOK_IND_OPEN] = "IND_OPEN",
+		[NIX_TOK_IND_CLOSE] = "IND_CLOSE", [NIX_TOK_STR_CONTENT] = "STR_CONTENT",
+		[NIX_TOK_INTERP_OPEN] = "INTERP_OPEN", [NIX_TOK_INTERP_CLOSE] = "INTERP_CLOSE",
+		[NIX_TOK_IF] = "IF", [NIX_TOK_THEN] = "THEN", [NIX_TOK_ELSE] = "ELSE",
+		[NIX_TOK_ASSERT] = "ASSERT", [NIX_TOK_WITH] = "WITH", [NIX_TOK_LET] = "LET",
+		[NIX_TOK_IN] = "IN", [NIX_TOK_REC] = "REC", [NIX_TOK_INHERIT] = "INHERIT",
+		[NIX_TOK_OR_KW] = "OR_KW", [NIX_TOK_LBRACE] = "LBRACE", [NIX_TOK_RBRACE] = "RBRACE",
+		[NIX_TOK_LBRACK] = "LBRACK", [NIX_TOK_RBRACK] = "RBRACK",
+		[NIX_TOK_LPAREN] = "LPAREN", [NIX_TOK_RPAREN] = "RPAREN",
+		[NIX_TOK_ASSIGN] = "ASSIGN", [NIX_TOK_SEMI] = "SEMI", [NIX_TOK_COLON] = "COLON",
+		[NIX_TOK_COMMA] = "COMMA", [NIX_TOK_AT] = "AT", [NIX_TOK_ELLIPSIS] = "ELLIPSIS",
+		[NIX_TOK_DOT] = "DOT", [NIX_TOK_QUESTION] = "QUESTION",
+		[NIX_TOK_CONCAT] = "CONCAT", [NIX_TOK_UPDATE] = "UPDATE", [NIX_TOK_PLUS] = "PLUS",
+		[NIX_TOK_MINUS] = "MINUS", [NIX_TOK_STAR] = "STAR", [NIX_TOK_SLASH] = "SLASH",
+		[NIX_TOK_NOT] = "NOT", [NIX_TOK_AND] = "AND", [NIX_TOK_OR] = "OR",
+		[NIX_TOK_IMPL] = "IMPL", [NIX_TOK_EQ] = "EQ", [NIX_TOK_NEQ] = "NEQ",
+		[NIX_TOK_LT] = "LT", [NIX_TOK_LE] = "LE", [NIX_TOK_GT] = "GT", [NIX_TOK_GE] = "GE",
+	};
+
+	return (unsigned)k < NIX_TOK_COUNT && names[k] ? names[k] : "?";
+}
+
+const char *nix_kind_name(enum nix_kind k)
+{
+	static const char *const names[NIX_NODE_COUNT] = {
+		[NIX_NODE_ROOT] = "ROOT", [NIX_NODE_IDENT] = "IDENT",
+		[NIX_NODE_LITERAL] = "LITERAL", [NIX_NODE_PATH] = "PATH",
+		[NIX_NODE_STRING] = "STRING", [NIX_NODE_INTERP] = "INTERP",
+		[NIX_NODE_LIST] = "LIST", [NIX_NODE_PAREN] = "PAREN",
+		[NIX_NODE_ATTRSET] = "ATTRSET", [NIX_NODE_LEGACY_LET] = "LEGACY_LET",
+		[NIX_NODE_BINDING] = "BINDING", [NIX_NODE_ATTRPATH] = "ATTRPATH",
+		[NIX_NODE_INHERIT] = "INHERIT", [NIX_NODE_INHERIT_FROM] = "INHERIT_FROM",
+		[NIX_NODE_LET_IN] = "LET_IN", [NIX_NODE_WITH] = "WITH",
+		[NIX_NODE_ASSERT] = "ASSERT", [NIX_NODE_IF] = "IF", [NIX_NODE_LAMBDA] = "LAMBDA",
+		[NIX_NODE_PATTERN] = "PATTERN", [NIX_NODE_PAT_ENTRY] = "PAT_ENTRY",
+		[NIX_NODE_APPLY] = "APPLY", [NIX_NODE_SELECT] = "SELECT",
+		[NIX_NODE_HAS_ATTR] = "HAS_ATTR", [NIX_NODE_BINOP] = "BINOP",
+		[NIX_NODE_UNARY] = "UNARY",
+	};
+
+	return (unsigned)k < NIX_NODE_COUNT && names[k] ? names[k] : "?";
+}
+
+int nix_check_buffer(const char *src, size_t len, const char *filename, struct ws_err *err)
+{
+	struct nix_tree *t = NULL;
+	int r = nix_tree_parse(src, len, filename, &t, err);
+
+	nix_tree_free(t);
+	return r;
+}
