@@ -674,8 +674,10 @@ static void create_work_cb(uv_work_t *w)
 			ws_err_set_str(&op->err, "ip", op->ip_req);
 			goto out;
 		}
-		r = ipam_check(&op->ipam, ip, flake_entries(f0), flake_n_entries(f0), op->held,
-			       op->n_held, &op->err);
+		/* held-back addresses only keep automatic allocation off them: an address asked
+		 * for by name is the user's informed choice */
+		r = ipam_check(&op->ipam, ip, flake_entries(f0), flake_n_entries(f0), NULL, 0,
+			       &op->err);
 	} else {
 		r = ipam_pick(&op->ipam, op->type, flake_entries(f0), flake_n_entries(f0),
 			      op->held, op->n_held, &ip, &op->err);
@@ -1502,6 +1504,38 @@ void methods_unit_changed_cb(void *userdata, const char *unit, const char *activ
 
 /* ---- outside changes to the machine file ----------------------------------------------- */
 
+/* Entries gone from the file release their addresses (unless another entry still holds
+ * the same address); the state file records when. */
+static void release_removed(struct methods *m, char **names, const uint32_t *ips, size_t n)
+{
+	struct ws_err err = {0};
+	bool dirty = false;
+
+	for (size_t i = 0; i < n; i++) {
+		bool still = false;
+
+		if (!names[i] || flake_find(m->flake, names[i]))
+			continue;
+		for (size_t j = 0; j < flake_n_entries(m->flake) && !still; j++) {
+			const struct ws_entry *e = &flake_entries(m->flake)[j];
+			uint32_t ip;
+			still = e->ip && ipam_parse_ip(e->ip, &ip) == 0 && ip == ips[i];
+		}
+		if (still)
+			continue;
+		if (state_release_ip(m->d->state, ips[i], time(NULL)) == 0) {
+			char buf[16];
+			ipam_format(ips[i], buf);
+			log_info("%s was removed from %s; its address %s is held back for a day",
+				 names[i], m->d->machine_file_rel, buf);
+			dirty = true;
+		}
+	}
+	if (dirty && state_save(m->d->state, &err) < 0)
+		log_error("cannot save the state file: %s", err.message);
+	ws_err_clear(&err);
+}
+
 static void machine_recheck(struct methods *m)
 {
 	struct ws_err err = {0};
@@ -1512,7 +1546,24 @@ static void machine_recheck(struct methods *m)
 		m->recheck_pending = true; /* our own write may be in flight */
 		return;
 	}
+	/* remember the addresses declared now: an entry removed by hand releases its address,
+	 * which is then held back from automatic allocation for a while */
+	size_t n_old = m->flake ? flake_n_entries(m->flake) : 0;
+	char **old_names = calloc(n_old ? n_old : 1, sizeof(char *));
+	uint32_t *old_ips = calloc(n_old ? n_old : 1, sizeof(uint32_t));
+
+	for (size_t i = 0; old_names && old_ips && i < n_old; i++) {
+		const struct ws_entry *e = &flake_entries(m->flake)[i];
+		if (e->ip && ipam_parse_ip(e->ip, &old_ips[i]) == 0)
+			old_names[i] = strdup(e->name);
+	}
 	r = cache_refresh(m, &err);
+	if (r > 0 && m->flake && old_names && old_ips)
+		release_removed(m, old_names, old_ips, n_old);
+	for (size_t i = 0; old_names && i < n_old; i++)
+		free(old_names[i]);
+	free(old_names);
+	free(old_ips);
 	if (r == 0)
 		return;
 	ev = json_object_new_object();

@@ -213,6 +213,29 @@ class Create(DaemonTest):
             self.assertIn("error", d.call("workspace.create", params))
         self.assertUnchanged(before, repo)
 
+    def test_removed_address_held_back(self):
+        repo, d = self.start(fixture("03-dotted-top.nix"))
+        sub = d.conn()
+        self.assertOk(sub.call("events.subscribe"))
+        text = repo.read(repo.machine_rel).decode()
+        start = text.index("  sandboxed-workspace.workspaces.api")
+        end = text.index("  };\n", start) + len("  };\n")
+        repo.write(repo.machine_rel, text[:start] + text[end:])
+        ev = sub.recv(timeout=10)["params"]
+        self.assertEqual(ev["type"], "config.changed")
+        with open(os.path.join(repo.state_dir, "state.json")) as f:
+            self.assertIn("192.168.83.51", f.read())
+        res = self.assertOk(d.create("new1", "container"))
+        self.assertEqual(res["workspace"]["ip"], "192.168.83.52",
+                         "a just-released address must not be handed out again at once")
+        # a restart remembers it; asking for it by name is allowed
+        self.stop(d)
+        repo, d = self.start(repo)
+        self.assertEqual(self.assertOk(d.create("new2", "container"))["workspace"]["ip"],
+                         "192.168.83.53")
+        self.assertEqual(self.assertOk(d.create("new3", "container", ip="192.168.83.51"))
+                         ["workspace"]["ip"], "192.168.83.51")
+
     def test_outside_edit_emits_config_changed(self):
         repo, d = self.start(fixture("03-dotted-top.nix"))
         sub = d.conn()
