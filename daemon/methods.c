@@ -101,6 +101,8 @@ struct methods {
 	char *bytes;                 /* the bytes @flake (or flake_err) was made from */
 	size_t bytes_len;
 	bool have_bytes;
+	struct stat bytes_st;        /* the file as it was just before @bytes were read */
+	bool bytes_st_valid;         /* and not "racy": modified long enough before reading */
 	struct write_op *head, *tail;
 	bool busy;
 	bool recheck_pending;
@@ -249,31 +251,55 @@ static void cache_set(struct methods *m, struct flake *f, const char *bytes, siz
 	m->bytes = copy;
 	m->bytes_len = len;
 	m->have_bytes = true;
+	m->bytes_st_valid = false; /* the next refresh reads the file once more */
 	if (f)
 		annotate(m, f);
 	update_watched_names(m);
 }
 
-/* Re-reads the machine file; re-parses only when its bytes changed. Returns 1 when they
- * changed, 0 when not, < 0 (with @err) when the file cannot be read. */
-static int cache_refresh(struct methods *m, struct ws_err *err)
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Re-reads the machine file; re-parses only when its bytes changed. Without @force, an
+ * unchanged stat() (inode, size, mtime, ctime) skips the read, unless the file was modified
+ * within two seconds of being read: timestamps are coarse, so such a "racy" file is read
+ * again every time (as git does with its index). Returns 1 when the bytes changed, 0 when
+ * not, < 0 (with @err) when the file cannot be read. */
+static int cache_refresh_ex(struct methods *m, bool force, struct ws_err *err)
 {
 	WS_AUTOFREE char *buf = NULL;
 	struct flake *f = NULL;
 	struct ws_err perr = {0};
+	struct stat st;
+	bool st_ok;
 	size_t len = 0;
 	int r;
 
+	st_ok = stat(m->d->machine_file, &st) == 0;
+	if (!force && st_ok && m->have_bytes && m->bytes_st_valid && same_file(&st, &m->bytes_st))
+		return 0;
 	r = fsutil_read(m->d->machine_file, MACHINE_MAX_BYTES, &buf, &len);
 	if (r < 0)
 		return ws_fail(err, r, 0, "cannot read '%s': %s", m->d->machine_file_rel,
 			       strerror(-r));
+	m->bytes_st = st;
+	m->bytes_st_valid = st_ok && time(NULL) - st.st_mtim.tv_sec >= 2;
 	if (m->have_bytes && len == m->bytes_len && memcmp(buf, m->bytes, len) == 0)
 		return 0;
 	r = flake_parse(m->d->machine_file_rel, buf, len, &f, &perr);
 	cache_set(m, r < 0 ? NULL : f, buf, len, r < 0 ? &perr : NULL);
 	ws_err_clear(&perr);
 	return 1;
+}
+
+static int cache_refresh(struct methods *m, struct ws_err *err)
+{
+	return cache_refresh_ex(m, false, err);
 }
 
 /* The current model, or NULL with @err (unreadable or unparsable file). */
@@ -1557,7 +1583,7 @@ static void machine_recheck(struct methods *m)
 		if (e->ip && ipam_parse_ip(e->ip, &old_ips[i]) == 0)
 			old_names[i] = strdup(e->name);
 	}
-	r = cache_refresh(m, &err);
+	r = cache_refresh_ex(m, true, &err);
 	if (r > 0 && m->flake && old_names && old_ips)
 		release_removed(m, old_names, old_ips, n_old);
 	for (size_t i = 0; old_names && i < n_old; i++)

@@ -176,10 +176,12 @@ class JsonRpc(DaemonTest):
         time.sleep(0.5)
         r = self.d.call("daemon.info")
         self.assertIn("result", r)
+        # (other parts, like a bus reconnect attempt, may hold a descriptor for a moment:
+        # what counts is that the 20 connections left nothing behind)
         deadline = time.time() + 5
-        while time.time() < deadline and len(os.listdir(fd_dir)) != before:
+        while time.time() < deadline and len(os.listdir(fd_dir)) > before:
             time.sleep(0.05)
-        self.assertEqual(len(os.listdir(fd_dir)), before)
+        self.assertLessEqual(len(os.listdir(fd_dir)), before)
         self.assertIsNone(self.d.proc.poll())
 
     def test_events_subscribe(self):
