@@ -28,7 +28,7 @@
 #include "unitstate.h"
 
 #define CHECK_MAX_BYTES (64 * 1024 * 1024)
-#define HOSTKEY_DEBOUNCE_MS 50
+#define HOSTKEY_DEBOUNCE_MS 10
 
 static uv_signal_t sig_int, sig_term, sig_hup;
 static bool signals_started;

@@ -1130,8 +1130,10 @@ static void hostkey_work_cb(uv_work_t *w)
 		if (cur && strcmp(cur, it->key) == 0) {
 			it->status = HK_SAME;
 			it->state_update = !it->old_key;
-			if (!e->host_key)
-				it->status = HK_REGISTERED; /* trusted before; write it back */
+			/* trusted before but gone from the entry: the user removed it by hand, so
+			 * only an explicit request writes it back */
+			if (!e->host_key && op->call)
+				it->status = HK_REGISTERED;
 		} else if (cur && !op->replace) {
 			it->status = HK_MISMATCH;
 			if (cur != it->old_key) {

@@ -324,12 +324,21 @@ class HostKeys(DaemonTest):
         self.repo.write(self.repo.machine_rel, "".join(lines))
         git(self.repo.path, "commit", "-qam", "drop key")
         self.start_daemon()
+        # the old key file is still there: removed by hand means it is not written back
+        self.no_event(0.5)
+        self.assertNotIn("hostKey", self.repo.read(self.repo.machine_rel).decode())
         text2, canonical2, fp2 = keygen(self.keys, "b")
         self.write_key("alpha", text2)
         ev = self.next_event()
         self.assertEqual(ev["type"], "hostkey.mismatch")
         self.assertEqual(ev["registeredFingerprint"], fp)
         self.assertNotIn("hostKey", self.repo.read(self.repo.machine_rel).decode())
+        # asked for explicitly, the trusted key file can be registered again
+        self.write_key("alpha", text)
+        self.no_event(0.5)
+        r = self.d.call("workspace.hostkey", {"name": "alpha"})["result"]
+        self.assertTrue(r["changed"])
+        self.assertIn(canonical, self.repo.read(self.repo.machine_rel).decode())
 
     def test_key_at_startup_and_new_workspace_watched(self):
         text, canonical, _ = keygen(self.keys, "a")
