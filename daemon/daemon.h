@@ -31,6 +31,7 @@ struct daemon {
 	struct methods *m;       /* owned; the write queue and the cached flake model */
 	struct unitstate *units; /* owned; NULL until started */
 	time_t started;
+	unsigned cfg_gen;        /* bumped on every configuration reload */
 	bool stopping;
 };
 

@@ -126,6 +126,7 @@ static void hup_signal_cb(uv_signal_t *h, int signum)
 	struct ws_err err = {0};
 
 	sdglue_reloading();
+	d->cfg_gen++;
 	if (config_reload(&d->cfg, &err) < 0)
 		log_error("reloading the configuration failed, keeping the old one: %s",
 			  err.message);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <json-c/printbuf.h>
 #include <uv.h>
 
 #include "daemon.h"
@@ -110,6 +111,10 @@ struct methods {
 	uv_timer_t dir_timer;
 	bool dir_started;
 	int n_open_handles;
+	char *info_text;             /* rendered daemon.info result */
+	time_t info_time;            /* ... at this second */
+	const struct flake *info_flake; /* ... for this model */
+	unsigned info_cfg_gen;       /* ... and this configuration */
 };
 
 static void op_free(struct write_op *op)
@@ -1445,16 +1450,63 @@ void methods_workspace_show(struct rpc_call *call, struct json_object *params)
 	rpc_call_reply(call, res);
 }
 
+/* A result whose JSON text is already rendered: its serializer appends the text. */
+static int prerendered_cb(struct json_object *o, struct printbuf *pb, int level, int flags)
+{
+	const char *text = json_object_get_userdata(o);
+
+	return printbuf_memappend(pb, text, (int)strlen(text));
+}
+
+static struct json_object *prerendered(const char *text)
+{
+	struct json_object *o = json_object_new_object();
+	char *copy = strdup(text);
+
+	if (!o || !copy) {
+		free(copy);
+		return o;
+	}
+	json_object_set_serializer(o, prerendered_cb, copy, json_object_free_userdata);
+	return o;
+}
+
+static struct json_object *daemon_info_json(struct daemon *d, struct flake *f);
+
+/* daemon.info is what monitors poll: its text is rendered once per second of uptime and
+ * per change of the model or the configuration, not per request. */
 void methods_daemon_info(struct rpc_call *call, struct json_object *params)
 {
 	struct daemon *d = rpc_server_userdata(rpc_call_server(call));
 	struct methods *m = d->m;
-	struct json_object *res = json_object_new_object(), *ranges = json_object_new_object();
 	struct ws_err err = {0};
 	struct flake *f = model(m, &err);
-	char net[16], sub[24];
+	time_t now = time(NULL);
 
 	ws_err_clear(&err);
+	if (!m->info_text || m->info_time != now || m->info_flake != f ||
+	    m->info_cfg_gen != d->cfg_gen) {
+		WS_AUTO(json_putp) struct json_object *res = daemon_info_json(d, f);
+
+		free(m->info_text);
+		m->info_text = strdup(json_object_to_json_string_ext(
+			res, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		m->info_time = now;
+		m->info_flake = f;
+		m->info_cfg_gen = d->cfg_gen;
+	}
+	if (!m->info_text) {
+		ws_fail(&err, -ENOMEM, 0, "out of memory");
+		return fail_call(call, &err);
+	}
+	rpc_call_reply(call, prerendered(m->info_text));
+}
+
+static struct json_object *daemon_info_json(struct daemon *d, struct flake *f)
+{
+	struct json_object *res = json_object_new_object(), *ranges = json_object_new_object();
+	char net[16], sub[24];
+
 	json_object_object_add(res, "version", json_object_new_string(WS_VERSION));
 	json_object_object_add(res, "protocol", json_object_new_int(WS_PROTO_VERSION));
 	json_object_object_add(res, "repo", json_object_new_string(d->cfg.repo));
@@ -1487,7 +1539,7 @@ void methods_daemon_info(struct rpc_call *call, struct json_object *params)
 	json_object_object_add(res, "pid", json_object_new_int(getpid()));
 	json_object_object_add(res, "uptimeSeconds",
 			       json_object_new_int64((int64_t)(time(NULL) - d->started)));
-	rpc_call_reply(call, res);
+	return res;
 }
 
 void methods_events_subscribe(struct rpc_call *call, struct json_object *params)
@@ -1690,6 +1742,7 @@ static void handle_closed_cb(uv_handle_t *h)
 		flake_free(m->flake);
 		ws_err_clear(&m->flake_err);
 		free(m->bytes);
+		free(m->info_text);
 		free(m);
 	}
 }

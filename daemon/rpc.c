@@ -247,15 +247,51 @@ static void conn_send(struct rpc_conn *c, struct json_object *msg)
 		conn_close(c);
 		return;
 	}
-	w = malloc(sizeof(*w) + len + 1);
-	if (!w) {
-		conn_close(c);
-		return;
+	{
+		/* Most replies fit the socket buffer: write them now, without a copy. libuv
+		 * refuses (UV_EAGAIN) while earlier writes are queued, so order is kept. */
+		uv_buf_t now[2] = {uv_buf_init((char *)(uintptr_t)text, (unsigned)len),
+				   uv_buf_init((char *)(uintptr_t)"\n", 1)};
+		int n = uv_try_write((uv_stream_t *)&c->pipe, now, 2);
+
+		if (n == (int)len + 1)
+			return;
+		if (n < 0 && n != UV_EAGAIN) {
+			srv_log(c->srv, LOG_LVL_INFO, "cannot write to client pid %d: %s",
+				(int)c->pid, uv_strerror(n));
+			conn_close(c);
+			return;
+		}
+		if (n > 0) {
+			text += n;
+			len -= (size_t)n;
+			if (len == 0) {
+				text = "";
+				len = (size_t)-1; /* only the newline is left */
+			}
+		}
 	}
-	w->conn = c;
-	w->len = len + 1;
-	memcpy(w->data, text, len);
-	w->data[len] = '\n';
+	if (len == (size_t)-1) {
+		w = malloc(sizeof(*w) + 1);
+		if (!w) {
+			conn_close(c);
+			return;
+		}
+		w->conn = c;
+		w->len = 1;
+		w->data[0] = '\n';
+		len = 0;
+	} else {
+		w = malloc(sizeof(*w) + len + 1);
+		if (!w) {
+			conn_close(c);
+			return;
+		}
+		w->conn = c;
+		w->len = len + 1;
+		memcpy(w->data, text, len);
+		w->data[len] = '\n';
+	}
 	buf = uv_buf_init(w->data, (unsigned)(len + 1));
 	r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, conn_write_cb);
 	if (r < 0) {
