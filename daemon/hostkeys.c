@@ -290,16 +290,32 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* Opens a directory the sandbox may control: a symbolic link there would redirect the
+ * read, so it is refused. */
+static int open_dir_at(int at, const char *name, const char *path, struct ws_err *err)
+{
+	int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r;
+
+	if (fd >= 0)
+		return fd;
+	r = -errno;
+	if (r == -ENOENT)
+		return ws_fail(err, r, WS_E_HOSTKEY_MISSING, "'%s' does not exist", path);
+	if (r == -ELOOP || r == -ENOTDIR)
+		return ws_fail(err, -EINVAL, WS_E_HOSTKEY_INVALID,
+			       "'%s' is a symbolic link or not a directory", path);
+	return ws_fail(err, r, WS_E_HOSTKEY_INVALID, "cannot open '%s'", path);
+}
+
+static int read_key_at(int dfd, const char *base, const char *path, char **ret_canonical,
+		       struct ws_err *err);
+
 int hostkey_read(const char *path, char **ret_canonical, struct ws_err *err)
 {
 	WS_AUTOCLOSE int dfd = -1;
-	WS_AUTOCLOSE int fd = -1;
 	WS_AUTOFREE char *dir = NULL;
-	WS_AUTOFREE char *buf = NULL;
 	const char *base, *slash;
-	struct stat st, lst;
-	size_t len = 0;
-	int r;
 
 	slash = strrchr(path, '/');
 	base = slash ? slash + 1 : path;
@@ -310,18 +326,50 @@ int hostkey_read(const char *path, char **ret_canonical, struct ws_err *err)
 	dir = slash ? strndup(path, (size_t)(slash == path ? 1 : slash - path)) : strdup(".");
 	if (!dir)
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	dfd = open_dir_at(AT_FDCWD, dir, dir, err);
+	if (dfd < 0)
+		return dfd == -ENOENT ? ws_fail(err, dfd, WS_E_HOSTKEY_MISSING,
+						"'%s' does not exist", path)
+				      : dfd;
+	return read_key_at(dfd, base, path, ret_canonical, err);
+}
 
-	/* The directory is the sandbox's too: a symbolic link there would redirect the read. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0) {
+int hostkey_read_under(const char *sandbox_root, const char *name, char **ret_canonical,
+		       struct ws_err *err)
+{
+	WS_AUTOCLOSE int root = -1, nfd = -1, dfd = -1;
+	WS_AUTOFREE char *path = hostkey_path(sandbox_root, name);
+	int r;
+
+	if (!path)
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return ws_fail(err, -EINVAL, WS_E_HOSTKEY_INVALID,
+			       "'%s' is not a workspace name", name);
+	root = open(sandbox_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0) {
 		r = -errno;
-		if (r == -ENOENT)
-			return ws_fail(err, r, WS_E_HOSTKEY_MISSING, "'%s' does not exist", path);
-		if (r == -ELOOP || r == -ENOTDIR)
-			return ws_fail(err, -EINVAL, WS_E_HOSTKEY_INVALID,
-				       "'%s' is a symbolic link or not a directory", dir);
-		return ws_fail(err, r, WS_E_HOSTKEY_INVALID, "cannot open '%s'", dir);
+		return ws_fail(err, r, r == -ENOENT ? WS_E_HOSTKEY_MISSING : WS_E_HOSTKEY_INVALID,
+			       "'%s' does not exist", path);
 	}
+	/* below the (configured, trusted) root every component is the sandbox's own */
+	nfd = open_dir_at(root, name, path, err);
+	if (nfd < 0)
+		return nfd;
+	dfd = open_dir_at(nfd, "ssh-host-keys", path, err);
+	if (dfd < 0)
+		return dfd;
+	return read_key_at(dfd, "ssh_host_ed25519_key.pub", path, ret_canonical, err);
+}
+
+static int read_key_at(int dfd, const char *base, const char *path, char **ret_canonical,
+		       struct ws_err *err)
+{
+	WS_AUTOCLOSE int fd = -1;
+	WS_AUTOFREE char *buf = NULL;
+	struct stat st, lst;
+	size_t len = 0;
+	int r;
 
 	/* Look before opening: opening a device or a fifo can have effects of its own. */
 	if (fstatat(dfd, base, &lst, AT_SYMLINK_NOFOLLOW) < 0) {

@@ -55,6 +55,11 @@ char *hostkey_path(const char *sandbox_root, const char *name);
  * -ENOENT (WS_E_HOSTKEY_MISSING) when absent, -EINVAL (WS_E_HOSTKEY_INVALID) otherwise.
  * An empty file is -EAGAIN (WS_E_HOSTKEY_MISSING): its content may still be coming. */
 int hostkey_read(const char *path, char **ret_canonical, struct ws_err *err);
+/* Like hostkey_read() for SANDBOX_ROOT/NAME/ssh-host-keys/ssh_host_ed25519_key.pub, with
+ * every component below the root opened O_NOFOLLOW: a NAME or ssh-host-keys that is a
+ * symbolic link is refused (WS_E_HOSTKEY_INVALID), and so is a NAME with '/' or dots. */
+int hostkey_read_under(const char *sandbox_root, const char *name, char **ret_canonical,
+		       struct ws_err *err);
 /* Validates text: exactly one line "ssh-ed25519 BASE64 [comment]" (CRLF and a missing final
  * newline accepted), base64 decoding to string "ssh-ed25519" + a 32-byte key and nothing
  * else. Returns the canonical "ssh-ed25519 BASE64". */

@@ -117,6 +117,8 @@ struct methods {
 	unsigned info_cfg_gen;       /* ... and this configuration */
 };
 
+static int read_fail(struct ws_err *err, int r, const char *rel);
+
 static void op_free(struct write_op *op)
 {
 	if (!op)
@@ -216,14 +218,19 @@ static void update_watched_names(struct methods *m)
 	units = calloc(n ? n : 1, sizeof(*units));
 	if (!names || !units)
 		goto out;
+	size_t n_names = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		const struct ws_entry *e = &flake_entries(m->flake)[i];
 
-		names[i] = e->name;
+		/* names become paths under the sandbox root: only valid ones */
+		if (ws_name_validate(e->name, WS_TYPE_INCUS, NULL) < 0)
+			continue;
+		names[n_names++] = e->name;
 		if (e->type && unitstate_unit_name(e->type, e->name, &units[n_units]) == 0)
 			n_units++;
 	}
-	if (m->d->hk && hostkeys_set_names(m->d->hk, names, n, &err) < 0)
+	if (m->d->hk && hostkeys_set_names(m->d->hk, names, n_names, &err) < 0)
 		log_warning("host-key watcher: %s", err.message);
 	ws_err_clear(&err);
 	if (m->d->units)
@@ -290,8 +297,7 @@ static int cache_refresh_ex(struct methods *m, bool force, struct ws_err *err)
 		return 0;
 	r = fsutil_read(m->d->machine_file, MACHINE_MAX_BYTES, &buf, &len);
 	if (r < 0)
-		return ws_fail(err, r, 0, "cannot read '%s': %s", m->d->machine_file_rel,
-			       strerror(-r));
+		return read_fail(err, r, m->d->machine_file_rel);
 	m->bytes_st = st;
 	m->bytes_st_valid = st_ok && time(NULL) - st.st_mtim.tv_sec >= 2;
 	if (m->have_bytes && len == m->bytes_len && memcmp(buf, m->bytes, len) == 0)
@@ -388,6 +394,15 @@ static int param_str(struct json_object *params, const char *key, bool required,
 	if (!json_object_is_type(v, json_type_string))
 		return ws_fail(err, -EINVAL, WS_RPC_INVALID_PARAMS,
 			       "parameter \"%s\" must be a string", key);
+	if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
+		/* a NUL would cut the value short: it breaks the rule of what the value is */
+		int code = !strcmp(key, WS_KEY_NAME) ? WS_E_NAME_INVALID
+			   : !strcmp(key, WS_KEY_TYPE) ? WS_E_TYPE_INVALID
+			   : !strcmp(key, WS_KEY_IP)   ? WS_E_IP_INVALID
+						       : WS_RPC_INVALID_PARAMS;
+		return ws_fail(err, -EINVAL, code,
+			       "parameter \"%s\" must not contain a NUL character", key);
+	}
 	*ret = json_object_get_string(v);
 	return 0;
 }
@@ -484,13 +499,70 @@ static struct write_op *op_new(struct methods *m, enum op_kind kind, struct rpc_
 
 /* ---- worker helpers (pool thread: they see only the op) ------------------------------ */
 
+/* The error for a machine file that cannot be read (r from fsutil_read). */
+static int read_fail(struct ws_err *err, int r, const char *rel)
+{
+	if (r == -EFBIG) {
+		ws_fail(err, r, WS_E_CONFIG_UNSUPPORTED,
+			"%s is larger than %d MiB, the most the daemon reads", rel,
+			MACHINE_MAX_BYTES >> 20);
+		ws_err_set_str(err, "file", rel);
+		return r;
+	}
+	return ws_fail(err, r, 0, "cannot read '%s': %s", rel, strerror(-r));
+}
+
+/* The daemon edits only what lies inside the repository: machines/HOST must resolve inside
+ * it, default.nix must be a regular file (not a link), workspaces/ a real directory. */
+static int check_layout(struct write_op *op)
+{
+	WS_AUTOFREE char *repo = realpath(op->repo, NULL);
+	WS_AUTOFREE char *dir = realpath(op->machine_dir, NULL);
+	WS_AUTOFREE char *wsdir = fsutil_join(op->machine_dir, "workspaces");
+	struct stat st;
+	size_t n;
+
+	if (!repo || !dir || !wsdir)
+		return ws_fail(&op->err, -errno ? -errno : -ENOMEM, 0, "cannot resolve '%s': %m",
+			       op->machine_dir);
+	n = strlen(repo);
+	if (strncmp(dir, repo, n) != 0 || dir[n] != '/')
+		return ws_fail(&op->err, -EXDEV, WS_E_CONFIG_UNSUPPORTED,
+			       "%s resolves to '%s', outside the repository; the daemon edits "
+			       "only files inside it",
+			       op->machine_dir, dir);
+	if (lstat(op->machine_file, &st) == 0 && !S_ISREG(st.st_mode))
+		return ws_fail(&op->err, -EINVAL, WS_E_CONFIG_UNSUPPORTED,
+			       "%s is %s; the daemon edits only regular files", op->machine_rel,
+			       S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+	if (lstat(wsdir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return ws_fail(&op->err, -EINVAL, WS_E_CONFIG_UNSUPPORTED,
+			       "%s/workspaces is %s; the daemon writes workspace files only into "
+			       "a real directory inside the repository",
+			       op->machine_dir, S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory");
+	return 0;
+}
+
 static int read_main(struct write_op *op, char **ret, size_t *ret_len)
 {
-	int r = fsutil_read(op->machine_file, MACHINE_MAX_BYTES, ret, ret_len);
+	int r = check_layout(op);
 
 	if (r < 0)
-		return ws_fail(&op->err, r, 0, "cannot read '%s': %s", op->machine_rel,
-			       strerror(-r));
+		return r;
+	r = fsutil_read(op->machine_file, MACHINE_MAX_BYTES, ret, ret_len);
+	if (r < 0)
+		return read_fail(&op->err, r, op->machine_rel);
+	/* old Mac line endings: the editor copies LF and CRLF layouts only, so it refuses
+	 * rather than write a line ending of another kind into the file */
+	if (!memchr(*ret, '\n', *ret_len) && memchr(*ret, '\r', *ret_len)) {
+		ws_fail(&op->err, -EINVAL, WS_E_CONFIG_UNSUPPORTED,
+			"%s uses CR-only line endings; convert it to LF (or CRLF) to let the "
+			"daemon edit it", op->machine_rel);
+		ws_err_set_str(&op->err, "file", op->machine_rel);
+		free(*ret);
+		*ret = NULL;
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -1114,7 +1186,6 @@ static void hostkey_work_cb(uv_work_t *w)
 	for (size_t i = 0; i < op->n_hk; i++) {
 		struct hk_item *it = &op->hk[i];
 		struct ws_entry *e = flake_find(f0, it->name);
-		WS_AUTOFREE char *path = NULL;
 		struct ws_err kerr = {0};
 		const char *cur;
 
@@ -1122,8 +1193,16 @@ static void hostkey_work_cb(uv_work_t *w)
 			it->status = HK_UNKNOWN;
 			continue;
 		}
-		path = hostkey_path(op->sandbox_root, it->name);
-		r = path ? hostkey_read(path, &it->key, &kerr) : -ENOMEM;
+		/* the name becomes a path: only a valid workspace name may */
+		if (ws_name_validate(it->name, WS_TYPE_INCUS, &kerr) < 0) {
+			it->status = HK_INVALID;
+			if (asprintf(&it->message, "the entry's name is not a valid workspace name "
+				     "(%s); its key file is not read", kerr.message) < 0)
+				it->message = NULL;
+			ws_err_clear(&kerr);
+			continue;
+		}
+		r = hostkey_read_under(op->sandbox_root, it->name, &it->key, &kerr);
 		if (r < 0) {
 			it->status = r == -ENOENT ? HK_MISSING : r == -EAGAIN ? HK_EMPTY : HK_INVALID;
 			it->message = strdup(kerr.message);

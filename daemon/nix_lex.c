@@ -7,8 +7,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "nix_lex.h"
+
+#define HUGE_ARRAY (2 * 1024 * 1024)
 
 enum lex_mode {
 	M_INITIAL,      /* bottom of the stack: a stray '}' does not pop it */
@@ -26,37 +29,67 @@ struct lexer {
 	struct nix_lex *lx;
 	size_t cap;
 	uint8_t *modes; /* owned */
+	/* Scans that failed, so that runs are not rescanned from every byte (which would be
+	 * quadratic): no PATH or PATH_SEG starts before path_fail_end, no URI before
+	 * uri_fail_end, and no block comment closes after comment_fail_from. */
+	uint32_t path_fail_end, uri_fail_end, comment_fail_from;
 	size_t n_modes, cap_modes;
 };
 
+/* Character classes of the lexer's regular expressions, one bit each. */
+enum { C_ALPHA = 1, C_DIGIT = 2, C_ID = 4, C_PATH = 8, C_URI = 16 };
+
+static uint8_t cclass[256];
+
+static void cclass_init(void)
+{
+	if (cclass['a'])
+		return;
+	for (int c = 0; c < 256; c++) {
+		uint8_t m = 0;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+			m |= C_ALPHA | C_ID | C_PATH | C_URI;
+		if (c >= '0' && c <= '9')
+			m |= C_DIGIT | C_ID | C_PATH | C_URI;
+		if (c == '_' || c == '\'' || c == '-')
+			m |= C_ID;
+		if (c == '.' || c == '_' || c == '-' || c == '+')
+			m |= C_PATH;
+		if (c && strchr("%/?:@&=+$,-_.!~*'", c))
+			m |= C_URI;
+		cclass[c] = m;
+	}
+}
+
 static inline bool is_alpha(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+	return cclass[c] & C_ALPHA;
 }
 
 static inline bool is_digit(unsigned char c)
 {
-	return c >= '0' && c <= '9';
+	return cclass[c] & C_DIGIT;
 }
 
 static inline bool is_id_start(unsigned char c)
 {
-	return is_alpha(c) || c == '_';
+	return (cclass[c] & C_ALPHA) || c == '_';
 }
 
 static inline bool is_id_char(unsigned char c)
 {
-	return is_alpha(c) || is_digit(c) || c == '_' || c == '\'' || c == '-';
+	return cclass[c] & C_ID;
 }
 
 static inline bool is_path_char(unsigned char c)
 {
-	return is_alpha(c) || is_digit(c) || c == '.' || c == '_' || c == '-' || c == '+';
+	return cclass[c] & C_PATH;
 }
 
 static inline bool is_uri_char(unsigned char c)
 {
-	return is_alpha(c) || is_digit(c) || (c != 0 && strchr("%/?:@&=+$,-_.!~*'", c));
+	return cclass[c] & C_URI;
 }
 
 /* The byte at @i, or 0 past the end (no rule matches a NUL except ANY, checked apart). */
@@ -175,20 +208,24 @@ static uint32_t match_spath(const struct lexer *L, uint32_t i)
 }
 
 /* {URI}: ALPHA [ALNUM+-.]* ':' URI_CHAR+ */
-static uint32_t match_uri(const struct lexer *L, uint32_t i)
+static uint32_t match_uri(struct lexer *L, uint32_t i)
 {
 	uint32_t j = i + 1, k;
 
-	if (!is_alpha(at(L, i)))
+	if (!is_alpha(at(L, i)) || i < L->uri_fail_end)
 		return 0;
 	while (is_alpha(at(L, j)) || is_digit(at(L, j)) || at(L, j) == '+' || at(L, j) == '-' ||
 	       at(L, j) == '.')
 		j++;
-	if (at(L, j) != ':')
+	if (at(L, j) != ':') {
+		L->uri_fail_end = j; /* every start inside this run stops at the same byte */
 		return 0;
+	}
 	k = j + 1;
 	while (is_uri_char(at(L, k)))
 		k++;
+	if (k == j + 1)
+		L->uri_fail_end = j;
 	return k > j + 1 ? k - i : 0;
 }
 
@@ -228,23 +265,27 @@ static uint32_t match_float(const struct lexer *L, uint32_t i)
 	return j - i;
 }
 
-static const struct {
-	const char *word;
-	int kind;
-} keywords[] = {
-	{ "if", NIX_TOK_IF },       { "then", NIX_TOK_THEN },     { "else", NIX_TOK_ELSE },
-	{ "assert", NIX_TOK_ASSERT }, { "with", NIX_TOK_WITH },   { "let", NIX_TOK_LET },
-	{ "in", NIX_TOK_IN },       { "rec", NIX_TOK_REC },       { "inherit", NIX_TOK_INHERIT },
-	{ "or", NIX_TOK_OR_KW },
-};
-
 static int ident_kind(const char *s, uint32_t n)
 {
-	if (n < 2 || n > 7)
-		return NIX_TOK_IDENT;
-	for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++)
-		if (strlen(keywords[i].word) == n && memcmp(keywords[i].word, s, n) == 0)
-			return keywords[i].kind;
+#define KW(w, k)                                                                                   \
+	if (n == sizeof(w) - 1 && memcmp(s, w, n) == 0)                                            \
+		return k;
+	switch (s[0]) {
+	case 'a': KW("assert", NIX_TOK_ASSERT) break;
+	case 'e': KW("else", NIX_TOK_ELSE) break;
+	case 'i':
+		KW("if", NIX_TOK_IF)
+		KW("in", NIX_TOK_IN)
+		KW("inherit", NIX_TOK_INHERIT)
+		break;
+	case 'l': KW("let", NIX_TOK_LET) break;
+	case 'o': KW("or", NIX_TOK_OR_KW) break;
+	case 'r': KW("rec", NIX_TOK_REC) break;
+	case 't': KW("then", NIX_TOK_THEN) break;
+	case 'w': KW("with", NIX_TOK_WITH) break;
+	default: break;
+	}
+#undef KW
 	return NIX_TOK_IDENT;
 }
 
@@ -334,8 +375,12 @@ static int lex_default(struct lexer *L)
 		/* \/\*([^*]|\*+[^*\/])*\*+\/ : the first "*" "/" after the opening ends it */
 		uint32_t j = p + 2;
 
+		if (p >= L->comment_fail_from)
+			j = L->len;
 		while (j + 1 < L->len && !(L->s[j] == '*' && L->s[j + 1] == '/'))
 			j++;
+		if (j + 1 >= L->len)
+			L->comment_fail_from = p;
 		if (j + 1 < L->len) {
 			L->p = j + 2;
 			return push_tok(L, NIX_TOK_COMMENT, p, j + 2 - p, 0);
@@ -415,7 +460,14 @@ static int lex_default(struct lexer *L)
 		kind = op2_kind(c, d);
 	}
 	if (is_path_char(c) || c == '/') {
-		uint32_t seg = match_path_seg(L, p), n = match_path(L, p);
+		uint32_t seg = 0, n = 0, run = p;
+
+		if (p >= L->path_fail_end) {
+			while (is_path_char(at(L, run)))
+				run++;
+			seg = at(L, run) == '/' ? run + 1 - p : 0;
+			n = match_path(L, p);
+		}
 
 		/* {PATH_SEG}\$\{ : the path continues with an interpolation */
 		if (seg && at(L, p + seg) == '$' && at(L, p + seg + 1) == '{' && seg + 2 > best &&
@@ -429,6 +481,10 @@ static int lex_default(struct lexer *L)
 			r = push_mode(L, L->s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH);
 			return r < 0 ? r : push_tok(L, NIX_TOK_PATH, p, n, 0);
 		}
+		/* no path here, nor from anywhere inside this run of PATH_CHARs: they all end
+		 * at the same byte */
+		if (run > L->path_fail_end)
+			L->path_fail_end = run;
 	}
 	if (c == '~') {
 		uint32_t n = match_hpath(L, p);
@@ -617,8 +673,18 @@ int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
 	if (len >= UINT32_MAX - 4)
 		return -EFBIG;
 	*lx = (struct nix_lex){ 0 };
-	L.cap = len / 3 + 16;
-	lx->toks = malloc(L.cap * sizeof(*lx->toks));
+	cclass_init();
+	L.cap = len + 2; /* a token has at least one byte: no growth; untouched pages cost nothing */
+	if (L.cap * sizeof(*lx->toks) >= HUGE_ARRAY) {
+		/* big inputs: fewer page faults with transparent huge pages */
+		size_t bytes = (L.cap * sizeof(*lx->toks) + HUGE_ARRAY - 1) & ~(size_t)(HUGE_ARRAY - 1);
+
+		lx->toks = aligned_alloc(HUGE_ARRAY, bytes);
+		if (lx->toks)
+			(void)madvise(lx->toks, bytes, MADV_HUGEPAGE);
+	} else {
+		lx->toks = malloc(L.cap * sizeof(*lx->toks));
+	}
 	L.cap_modes = 64;
 	L.modes = malloc(L.cap_modes);
 	if (!lx->toks || !L.modes) {
@@ -626,6 +692,7 @@ int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
 		goto out;
 	}
 	L.modes[L.n_modes++] = M_INITIAL;
+	L.comment_fail_from = UINT32_MAX;
 
 	if (len >= 3 && memcmp(src, "\xef\xbb\xbf", 3) == 0) {
 		set_error(&L, "the file starts with a UTF-8 byte-order mark, which Nix does not "
@@ -666,6 +733,7 @@ int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
 		r = push_tok(&L, NIX_LTOK_ERROR, L.len, 0, 0);
 		goto out;
 	}
+	lx->eof_in_path = top(&L) == M_INPATH;
 	r = push_tok(&L, NIX_LTOK_EOF, L.len, 0, 0);
 out:
 	free(L.modes);

@@ -6,6 +6,7 @@
 #ifndef NIX_LEX_H
 #define NIX_LEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,9 @@ struct nix_lex {
 	/* for NIX_LTOK_ERROR: the message and the byte offset Nix reports */
 	const char *msg;
 	uint32_t err_off;
+	/* The input ended inside a path: Nix then reports the end of the input where the
+	 * token before the path's last piece starts (its lexer unstashes a location). */
+	bool eof_in_path;
 };
 
 /* Lexes @len bytes of @src (len < 4 GiB). Returns 0, or -ENOMEM / -EFBIG. A lexical error

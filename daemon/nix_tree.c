@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "nix_lex.h"
 #include "nix_tree.h"
@@ -18,6 +19,8 @@
 #define MAX_DEPTH 2000 /* nesting of expressions; deeper input is refused, not a crash */
 
 /* ---- arena ---------------------------------------------------------------------------- */
+
+#define ARENA_HUGE (2 * 1024 * 1024)
 
 struct arena_chunk {
 	struct arena_chunk *next;
@@ -32,16 +35,26 @@ struct arena {
 static void *arena_alloc(struct arena *a, size_t n)
 {
 	struct arena_chunk *c = a->head;
+	void *p;
 
 	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
 	if (!c || c->cap - c->used < n) {
 		size_t cap = 64 * 1024;
 
-		if (c && c->cap < 4 * 1024 * 1024)
+		if (c && c->cap < 8 * 1024 * 1024)
 			cap = c->cap * 2;
 		if (cap < n)
 			cap = n;
-		c = malloc(sizeof(*c) + cap);
+		if (cap >= ARENA_HUGE) {
+			/* big trees: fewer page faults with transparent huge pages */
+			cap = (cap + ARENA_HUGE - 1) & ~(size_t)(ARENA_HUGE - 1);
+			c = aligned_alloc(ARENA_HUGE, cap);
+			if (c)
+				(void)madvise(c, cap, MADV_HUGEPAGE);
+			cap -= sizeof(*c);
+		} else {
+			c = malloc(sizeof(*c) + cap);
+		}
 		if (!c)
 			return NULL;
 		c->used = 0;
@@ -49,7 +62,7 @@ static void *arena_alloc(struct arena *a, size_t n)
 		c->next = a->head;
 		a->head = c;
 	}
-	void *p = (char *)c->data + c->used;
+	p = (char *)c->data + c->used;
 	c->used += n;
 	return p;
 }
@@ -88,16 +101,26 @@ struct sem_ent {
 	uint32_t pos;  /* byte offset Nix reports for this definition */
 	int32_t sub;   /* the attribute set it holds, when it is one; -1 otherwise */
 	uint32_t next; /* next entry of the same set, +1; 0 ends */
-	uint32_t hash;
 };
+
+struct sem_set {
+	uint32_t head, tail; /* first/last entry +1 */
+	uint32_t count;
+	struct pnode *node;  /* its ATTRSET node, NULL for one a dotted path made */
+};
+
+struct sem_slot {
+	uint32_t hash, idx; /* idx: entry index + 1; 0 is empty */
+};
+
+#define SEM_SMALL 8 /* sets up to this size are searched by a walk, not the table */
 
 struct sem {
 	struct sem_ent *ents;
 	size_t n_ents, cap_ents;
-	uint32_t *slots; /* entry index + 1; 0 is empty */
-	size_t n_slots;
-	uint32_t *head, *tail; /* per set: first/last entry +1 */
-	struct pnode **node;   /* per set: its ATTRSET node, NULL for one a dotted path made */
+	struct sem_slot *slots; /* entries of the sets larger than SEM_SMALL */
+	size_t n_slots, n_hashed;
+	struct sem_set *sets;
 	size_t n_sets, cap_sets;
 };
 
@@ -119,6 +142,9 @@ struct parser {
 	bool failed;
 	struct ws_err *err;
 	struct sem sem;
+	/* Nix's GLR parser reads `{ }` both as a set and as an empty pattern; when both
+	 * readings fail on the next token, it reports the pattern's expectations */
+	size_t glr_empty_set_next;
 };
 
 static inline bool is_trivia(int k)
@@ -445,6 +471,8 @@ static uint32_t tok_report_off(const struct parser *P, size_t i)
 		return P->toks[i].off;
 	if (!i)
 		return 0;
+	if (P->lx->eof_in_path)
+		return i >= 2 ? P->toks[i - 2].off : 0;
 	t = &P->toks[i - 1];
 	if (t->kind == NIX_TOK_STR_CONTENT)
 		return content_last_piece(P, t, in_ind_string(P, i - 1));
@@ -460,6 +488,8 @@ static struct nix_node *unexpected(struct parser *P, const char *expecting)
 		fail_at(P, P->lx->err_off, "%s", P->lx->msg);
 		return NULL;
 	}
+	if (P->pos == P->glr_empty_set_next)
+		expecting = "':' or '@'";
 	if (expecting)
 		fail_at(P, tok_report_off(P, P->pos), "syntax error, unexpected %s, expecting %s",
 			tok_msg_name(P, t), expecting);
@@ -486,70 +516,86 @@ static bool expect(struct parser *P, int kind, const char *expecting)
 static int32_t sem_new_set(struct parser *P)
 {
 	struct sem *S = &P->sem;
-	struct pnode **nodes;
 
 	if (S->n_sets == S->cap_sets) {
 		size_t ncap = S->cap_sets ? S->cap_sets * 2 : 64;
-		uint32_t *h = realloc(S->head, ncap * sizeof(*h));
+		struct sem_set *sets = realloc(S->sets, ncap * sizeof(*sets));
 
-		if (!h)
-			goto oom;
-		S->head = h;
-		h = realloc(S->tail, ncap * sizeof(*h));
-		if (!h)
-			goto oom;
-		S->tail = h;
-		nodes = realloc(S->node, ncap * sizeof(*nodes));
-		if (!nodes)
-			goto oom;
-		S->node = nodes;
+		if (!sets) {
+			fail_at(P, 0, "out of memory");
+			return -1;
+		}
+		S->sets = sets;
 		S->cap_sets = ncap;
 	}
-	S->head[S->n_sets] = S->tail[S->n_sets] = 0;
-	S->node[S->n_sets] = NULL;
+	S->sets[S->n_sets] = (struct sem_set){ 0 };
 	return (int32_t)S->n_sets++;
-oom:
-	fail_at(P, 0, "out of memory");
-	return -1;
+}
+
+static inline uint32_t sem_hash(uint32_t set, const char *name, uint32_t nlen)
+{
+	return hash_bytes(name, nlen) ^ (set * 0x9e3779b1u);
 }
 
 static struct sem_ent *sem_find(struct parser *P, uint32_t set, const char *name, uint32_t nlen)
 {
 	struct sem *S = &P->sem;
-	uint32_t h = hash_bytes(name, nlen) ^ (set * 0x9e3779b1u);
+	uint32_t h;
 
-	if (!S->n_slots)
+	/* most sets are small: a walk of their list beats a cache miss in the table */
+	if (S->sets[set].count <= SEM_SMALL) {
+		for (uint32_t k = S->sets[set].head; k; k = S->ents[k - 1].next) {
+			struct sem_ent *e = &S->ents[k - 1];
+
+			if (e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+				return e;
+		}
 		return NULL;
+	}
+	h = sem_hash(set, name, nlen);
 	for (size_t i = h & (S->n_slots - 1);; i = (i + 1) & (S->n_slots - 1)) {
-		uint32_t k = S->slots[i];
+		uint32_t k = S->slots[i].idx;
 		struct sem_ent *e;
 
 		if (!k)
 			return NULL;
+		if (S->slots[i].hash != h)
+			continue;
 		e = &S->ents[k - 1];
-		if (e->hash == h && e->set == set && e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+		if (e->set == set && e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
 			return e;
 	}
 }
 
-static int sem_grow(struct parser *P)
+static void sem_slot_put(struct sem_slot *slots, size_t n_slots, uint32_t hash, uint32_t idx)
 {
-	struct sem *S = &P->sem;
-	size_t n = S->n_slots ? S->n_slots * 2 : 256;
-	uint32_t *slots = calloc(n, sizeof(*slots));
+	size_t i = hash & (n_slots - 1);
 
-	if (!slots)
-		return -ENOMEM;
-	for (size_t k = 0; k < S->n_ents; k++) {
-		size_t i = S->ents[k].hash & (n - 1);
+	while (slots[i].idx)
+		i = (i + 1) & (n_slots - 1);
+	slots[i] = (struct sem_slot){ .hash = hash, .idx = idx };
+}
 
-		while (slots[i])
-			i = (i + 1) & (n - 1);
-		slots[i] = (uint32_t)k + 1;
+/* Puts entry @k (index) in the table, growing it as needed. */
+static int sem_hash_ent(struct sem *S, uint32_t k)
+{
+	struct sem_ent *e = &S->ents[k];
+
+	if ((S->n_hashed + 1) * 2 > S->n_slots) {
+		size_t n = S->n_slots ? S->n_slots * 2 : 1024;
+		struct sem_slot *slots = calloc(n, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		for (size_t i = 0; i < S->n_slots; i++)
+			if (S->slots[i].idx)
+				sem_slot_put(slots, n, S->slots[i].hash, S->slots[i].idx);
+		free(S->slots);
+		S->slots = slots;
+		S->n_slots = n;
 	}
-	free(S->slots);
-	S->slots = slots;
-	S->n_slots = n;
+	sem_slot_put(S->slots, S->n_slots, sem_hash(e->set, e->name, e->nlen), k + 1);
+	S->n_hashed++;
 	return 0;
 }
 
@@ -557,11 +603,9 @@ static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nl
 		   int32_t sub)
 {
 	struct sem *S = &P->sem;
-	struct sem_ent *e;
-	size_t i;
+	struct sem_set *st = &S->sets[set];
+	uint32_t k;
 
-	if ((S->n_ents + 1) * 2 > S->n_slots && sem_grow(P) < 0)
-		goto oom;
 	if (S->n_ents == S->cap_ents) {
 		size_t ncap = S->cap_ents ? S->cap_ents * 2 : 128;
 		struct sem_ent *ents = realloc(S->ents, ncap * sizeof(*ents));
@@ -571,18 +615,23 @@ static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nl
 		S->ents = ents;
 		S->cap_ents = ncap;
 	}
-	e = &S->ents[S->n_ents];
-	*e = (struct sem_ent){ .name = name, .nlen = nlen, .set = set, .pos = pos, .sub = sub,
-			       .hash = hash_bytes(name, nlen) ^ (set * 0x9e3779b1u) };
-	for (i = e->hash & (S->n_slots - 1); S->slots[i]; i = (i + 1) & (S->n_slots - 1))
-		;
-	S->slots[i] = (uint32_t)S->n_ents + 1;
-	if (S->tail[set])
-		S->ents[S->tail[set] - 1].next = (uint32_t)S->n_ents + 1;
+	k = (uint32_t)S->n_ents++;
+	S->ents[k] = (struct sem_ent){ .name = name, .nlen = nlen, .set = set, .pos = pos,
+				       .sub = sub };
+	if (st->tail)
+		S->ents[st->tail - 1].next = k + 1;
 	else
-		S->head[set] = (uint32_t)S->n_ents + 1;
-	S->tail[set] = (uint32_t)S->n_ents + 1;
-	S->n_ents++;
+		st->head = k + 1;
+	st->tail = k + 1;
+	st->count++;
+	if (st->count == SEM_SMALL + 1) {
+		/* the set outgrew its list: every entry goes in the table */
+		for (uint32_t i = st->head; i; i = S->ents[i - 1].next)
+			if (sem_hash_ent(S, i - 1) < 0)
+				goto oom;
+	} else if (st->count > SEM_SMALL + 1 && sem_hash_ent(S, k) < 0) {
+		goto oom;
+	}
 	return 0;
 oom:
 	fail_at(P, 0, "out of memory");
@@ -838,7 +887,17 @@ static struct nix_node *parse_string(struct parser *P)
 		if (k == close)
 			break;
 		if (k == NIX_TOK_STR_CONTENT) {
+			const struct nix_ltok *t = peek(P);
+			uint32_t piece;
+
 			bump(P);
+			/* Nix's lexer returns a dangling \ or $ at the end of the input as a second
+			 * STR, which its grammar does not take */
+			if (!ind && peek_kind(P) == NIX_LTOK_EOF &&
+			    (piece = content_last_piece(P, t, false)) != t->off) {
+				fail_at(P, piece, "syntax error, unexpected STR, expecting '\"'");
+				return NULL;
+			}
 		} else if (k == NIX_TOK_INTERP_OPEN) {
 			if (!parse_interp(P))
 				return NULL;
@@ -885,11 +944,61 @@ static struct nix_node *parse_attrpath(struct parser *P)
 	return finish(P, NIX_NODE_ATTRPATH, m);
 }
 
+/* Appends @s to @buf (NUL-terminated, @cap bytes) as much as fits. */
+static void buf_add(char *buf, size_t cap, const char *s, size_t n)
+{
+	size_t len = strlen(buf);
+
+	if (len + 1 >= cap)
+		return;
+	if (n > cap - len - 1)
+		n = cap - len - 1;
+	memcpy(buf + len, s, n);
+	buf[len + n] = '\0';
+}
+
+/* An attribute name as Nix prints one in a path: bare when it is an identifier (and not
+ * "if"), else quoted with escapes. */
+static void show_ident(char *buf, size_t cap, const char *s, size_t n)
+{
+	bool bare = n > 0 && !(n == 2 && memcmp(s, "if", 2) == 0) &&
+		    ((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_');
+
+	for (size_t i = 0; bare && i < n; i++) {
+		char c = s[i];
+
+		bare = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		       c == '_' || c == '\'' || c == '-';
+	}
+	if (bare) {
+		buf_add(buf, cap, s, n);
+		return;
+	}
+	buf_add(buf, cap, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '"' || c == '\\')
+			buf_add(buf, cap, "\\", 1), buf_add(buf, cap, &c, 1);
+		else if (c == '\n')
+			buf_add(buf, cap, "\\n", 2);
+		else if (c == '\r')
+			buf_add(buf, cap, "\\r", 2);
+		else if (c == '\t')
+			buf_add(buf, cap, "\\t", 2);
+		else if (c == '$' && i + 1 < n && s[i + 1] == '{')
+			buf_add(buf, cap, "\\$", 2);
+		else
+			buf_add(buf, cap, &c, 1);
+	}
+	buf_add(buf, cap, "\"", 1);
+}
+
 /* Nix's addAttr: records @path = value in set @set, merging nested sets the way Nix does,
  * and fails on a duplicate. @value_sem is the set the value denotes, or -1. */
 static bool sem_is_rec(const struct parser *P, int32_t set)
 {
-	return set >= 0 && P->sem.node[set] && nix_node_is_rec(&P->sem.node[set]->n);
+	return set >= 0 && P->sem.sets[set].node && nix_node_is_rec(&P->sem.sets[set].node->n);
 }
 
 static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
@@ -944,14 +1053,14 @@ static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 			goto dup;
 		/* both are attribute sets: Nix merges the new one's attributes in */
 		if (sem_is_rec(P, e->sub) || sem_is_rec(P, value_sem)) {
-			if (P->sem.node[e->sub])
-				P->sem.node[e->sub]->lenient = true;
-			P->sem.node[value_sem]->lenient = true;
+			if (P->sem.sets[e->sub].node)
+				P->sem.sets[e->sub].node->lenient = true;
+			P->sem.sets[value_sem].node->lenient = true;
 		}
 		{
 			uint32_t into = (uint32_t)e->sub;
 
-			for (uint32_t ki = P->sem.head[value_sem]; ki; ki = P->sem.ents[ki - 1].next) {
+			for (uint32_t ki = P->sem.sets[value_sem].head; ki; ki = P->sem.ents[ki - 1].next) {
 				struct sem_ent ad = P->sem.ents[ki - 1];
 				struct sem_ent *j2 = sem_find(P, into, ad.name, ad.nlen);
 				char where[600];
@@ -971,36 +1080,30 @@ static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 		return 0;
 dup:
 		{
-			WS_AUTOFREE char *shown = NULL;
-			size_t cap = 0, len = 0;
+			char shown[512] = "";
 			char where[600];
 			int l, c;
 
-			/* Nix shows the whole path, dynamic parts as "\"${...}\"" */
+			/* Nix shows the whole path; a dynamic part as "${expr}" */
 			for (size_t j = 0; j < n; j++) {
 				const struct nix_node *aj = nix_node_child(path, j);
 				const char *nm;
 				uint32_t nl;
-				char *t;
 
-				if (attr_static_name(P, aj, &nm, &nl) < 0) {
-					nm = "\"${...}\"";
-					nl = (uint32_t)strlen(nm);
-				}
-				if (len + nl + 2 > cap) {
-					cap = (len + nl + 2) * 2;
-					t = realloc(shown, cap);
-					if (!t) {
-						fail_at(P, 0, "out of memory");
-						return -ENOMEM;
-					}
-					shown = t;
-				}
 				if (j)
-					shown[len++] = '.';
-				memcpy(shown + len, nm, nl);
-				len += nl;
-				shown[len] = '\0';
+					buf_add(shown, sizeof(shown), ".", 1);
+				if (attr_static_name(P, aj, &nm, &nl) == 0) {
+					show_ident(shown, sizeof(shown), nm, nl);
+				} else {
+					const struct nix_node *x = aj->kind == NIX_NODE_INTERP
+									   ? nix_node_child(aj, 0)
+									   : aj;
+
+					buf_add(shown, sizeof(shown), "\"${", 3);
+					buf_add(shown, sizeof(shown), P->src + x->start,
+						x->end - x->start);
+					buf_add(shown, sizeof(shown), "}\"", 2);
+				}
 			}
 			linecol(P->src, P->len, e->pos, &l, &c);
 			snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
@@ -1134,7 +1237,7 @@ static struct nix_node *parse_attrset(struct parser *P)
 	n = finish(P, kind, m);
 	if (n) {
 		PN(n)->sem = set;
-		P->sem.node[set] = PN(n);
+		P->sem.sets[set].node = PN(n);
 	}
 	return n;
 }
@@ -1260,7 +1363,7 @@ static struct nix_node *parse_simple(struct parser *P)
 		if (peek2_kind(P) != NIX_TOK_LBRACE) {
 			m = mark(P);
 			bump(P);
-			n = unexpected(P, NULL);
+			n = unexpected(P, "'{'");
 			break;
 		}
 		/* fallthrough */
@@ -1467,23 +1570,6 @@ static bool looks_like_pattern(const struct parser *P)
 	return k2 == NIX_TOK_COMMA || k2 == NIX_TOK_QUESTION || k2 == NIX_TOK_RBRACE;
 }
 
-static bool formal_seen(const struct parser *P, const struct nix_node *pat,
-			const struct nix_ltok *id)
-{
-	for (size_t i = 0; i < pat->n_elems; i++) {
-		const struct nix_node *e = pat->elems[i].is_node ? pat->elems[i].node : NULL;
-		const struct nix_elem *t;
-
-		if (!e || e->kind != NIX_NODE_PAT_ENTRY)
-			continue;
-		t = &nix_node_child(e, 0)->elems[0];
-		if (t->tok.len == id->len && memcmp(P->src + t->tok.off, P->src + id->off,
-						    id->len) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* [x @] { formals } [@ x] : body  -- the cursor is on `x` or `{` */
 static struct nix_node *parse_pattern_lambda(struct parser *P)
 {
@@ -1491,7 +1577,10 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 	struct nix_node *pat;
 	uint32_t dup_off = UINT32_MAX, dup_len = 0, at_name = UINT32_MAX, at_len = 0;
 	uint32_t lambda_off = peek(P)->off;
+	int32_t formals = sem_new_set(P); /* the names, to find duplicates */
 
+	if (formals < 0)
+		return NULL;
 	if (peek_kind(P) == NIX_TOK_IDENT) {
 		size_t mi = mark(P);
 
@@ -1519,23 +1608,15 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 		if (k == NIX_TOK_IDENT) {
 			size_t me = mark(P), mi = mark(P);
 			const struct nix_ltok *id = peek(P);
-			size_t so_far = P->n_scratch;
 
-			/* a duplicate among the formals seen so far (built but not finished) */
-			for (size_t i = mp; i < so_far; i++) {
-				const struct nix_elem *e = &P->scratch[i];
-				const struct nix_node *en;
-				const struct nix_elem *t;
-
-				if (!e->is_node || e->node->kind != NIX_NODE_PAT_ENTRY)
-					continue;
-				en = e->node;
-				t = &nix_node_child(en, 0)->elems[0];
-				if (dup_off == UINT32_MAX && t->tok.len == id->len &&
-				    memcmp(P->src + t->tok.off, P->src + id->off, id->len) == 0) {
+			if (sem_find(P, (uint32_t)formals, P->src + id->off, id->len)) {
+				if (dup_off == UINT32_MAX) {
 					dup_off = id->off;
 					dup_len = id->len;
 				}
+			} else if (sem_add(P, (uint32_t)formals, P->src + id->off, id->len, id->off,
+					   -1) < 0) {
+				return NULL;
 			}
 			bump(P);
 			if (!finish(P, NIX_NODE_IDENT, mi))
@@ -1552,7 +1633,7 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 				continue;
 			}
 			if (peek_kind(P) != NIX_TOK_RBRACE)
-				return unexpected(P, NULL);
+				return unexpected(P, "'}'");
 			break;
 		}
 		return unexpected(P, NULL);
@@ -1585,9 +1666,7 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 		return NULL;
 	}
 	if (at_name != UINT32_MAX) {
-		struct nix_ltok id = { .off = at_name, .len = at_len };
-
-		if (formal_seen(P, pat, &id)) {
+		if (sem_find(P, (uint32_t)formals, P->src + at_name, at_len)) {
 			fail_at(P, lambda_off, "duplicate formal function argument '%.*s'",
 				(int)at_len, P->src + at_name);
 			return NULL;
@@ -1624,10 +1703,17 @@ static struct nix_node *parse_expr_inner(struct parser *P)
 			return parse_pattern_lambda(P);
 		break;
 	}
-	case NIX_TOK_LBRACE:
+	case NIX_TOK_LBRACE: {
+		struct nix_node *n;
+
 		if (looks_like_pattern(P))
 			return parse_pattern_lambda(P);
-		break;
+		n = parse_binary(P, 1);
+		if (n && n->kind == NIX_NODE_ATTRSET && nix_node_n_children(n) == 0 &&
+		    !nix_node_is_rec(n))
+			P->glr_empty_set_next = P->pos;
+		return n;
+	}
 	case NIX_TOK_ASSERT:
 	case NIX_TOK_WITH:
 		m = mark(P);
@@ -1841,14 +1927,12 @@ static int check_inherit_names(struct parser *P, struct scope *S, const struct n
 	const struct nix_node *owner = inh->parent;
 	uint32_t pos = inh->start;
 
-	for (size_t i = 0; owner && i < owner->n_elems; i++) {
+	/* the opening tokens come before the first binding */
+	for (size_t i = 0; owner && i < owner->n_elems && !owner->elems[i].is_node; i++) {
 		const struct nix_elem *e = &owner->elems[i];
 
-		if (!e->is_node && (e->tok.kind == NIX_TOK_LBRACE || e->tok.kind == NIX_TOK_LET)) {
+		if (e->tok.kind == NIX_TOK_LBRACE || e->tok.kind == NIX_TOK_LET)
 			pos = e->tok.off + e->tok.len;
-			if (e->tok.kind == NIX_TOK_LBRACE)
-				break;
-		}
 	}
 
 	if (n && nix_node_child(inh, 0)->kind == NIX_NODE_INHERIT_FROM)
@@ -2040,7 +2124,7 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 {
 	struct nix_lex lx;
 	struct parser P = { .src = src, .len = (uint32_t)len, .filename = filename ? filename : "",
-			    .err = err };
+			    .err = err, .glr_empty_set_next = SIZE_MAX };
 	struct tree_priv *t;
 	struct nix_node *root = NULL;
 	size_t m;
@@ -2081,9 +2165,7 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 	free(P.scratch);
 	free(P.sem.ents);
 	free(P.sem.slots);
-	free(P.sem.head);
-	free(P.sem.tail);
-	free(P.sem.node);
+	free(P.sem.sets);
 	nix_lex_clear(&lx);
 	if (P.failed || !root) {
 		arena_free(&t->arena);
@@ -2203,7 +2285,9 @@ int64_t nix_node_token(const struct nix_node *n, enum nix_tok kind)
 
 bool nix_node_is_rec(const struct nix_node *n)
 {
-	return n->kind == NIX_NODE_ATTRSET && nix_node_token(n, NIX_TOK_REC) >= 0;
+	/* `rec` is the set's first token: trivia before it belongs to the parent */
+	return n->kind == NIX_NODE_ATTRSET && n->n_elems && !n->elems[0].is_node &&
+	       n->elems[0].tok.kind == NIX_TOK_REC;
 }
 
 int nix_attr_name(const struct nix_tree *t, const struct nix_node *attr, char **ret_name)

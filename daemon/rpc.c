@@ -35,6 +35,7 @@
 
 struct rpc_conn {
 	uv_pipe_t pipe;              /* first member; closed once, memory freed at refs 0 */
+	const char *cur_line;        /* the line being dispatched (borrowed), else NULL */
 	uv_shutdown_t shutdown;      /* used by conn_close_after_write */
 	struct rpc_server *srv;      /* borrowed; not touched once the handle is closed */
 	struct rpc_conn *prev, *next; /* the server's list, while the handle is open */
@@ -452,6 +453,20 @@ static const struct rpc_method *find_method(struct rpc_server *s, const char *wi
 	return NULL;
 }
 
+/* json-c saturates integers beyond 64 bits; echoing the saturated value would answer a
+ * request that was never sent. An id at a saturation value must appear as such in the
+ * line. */
+static bool int_id_exact(const struct rpc_conn *c, struct json_object *id)
+{
+	int64_t v = json_object_get_int64(id);
+	const char *text;
+
+	if (v != INT64_MAX && v != INT64_MIN && json_object_get_uint64(id) != UINT64_MAX)
+		return true;
+	text = json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN);
+	return c->cur_line && text && strstr(c->cur_line, text) != NULL;
+}
+
 /* Validates one request object and starts its call. Returns the error response to send
  * (a new reference), or NULL when a handler took over or nothing is to be answered. */
 static struct json_object *dispatch(struct rpc_conn *c, struct json_object *req,
@@ -470,6 +485,9 @@ static struct json_object *dispatch(struct rpc_conn *c, struct json_object *req,
 	    !json_object_is_type(id, json_type_int) && !json_object_is_type(id, json_type_double))
 		return make_error(NULL, WS_RPC_INVALID_REQUEST,
 				  "\"id\" must be a string, a number or null");
+	if (has_id && id && json_object_is_type(id, json_type_int) && !int_id_exact(c, id))
+		return make_error(NULL, WS_RPC_INVALID_REQUEST,
+				  "\"id\" is an integer out of range; use a string");
 	if (!json_object_object_get_ex(req, "jsonrpc", &ver) ||
 	    !json_object_is_type(ver, json_type_string) ||
 	    strcmp(json_object_get_string(ver), "2.0") != 0)
@@ -545,7 +563,8 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 	tok = json_tokener_new();
 	if (!tok)
 		return -ENOMEM;
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	/* invalid UTF-8 is a parse error: nothing we echo may break a client's decoder */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	/* The terminating NUL goes in too: it ends a number at the end of the line. */
 	msg = json_tokener_parse_ex(tok, line, (int)len + 1);
 	jerr = json_tokener_get_error(tok);
@@ -560,17 +579,21 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 					json_tokener_error_desc(jerr)));
 		return 0;
 	}
+	c->cur_line = line; /* for int_id_exact(), while this line is dispatched */
 	if (json_object_is_type(msg, json_type_array)) {
 		size_t n = json_object_array_length(msg);
 		struct rpc_batch *b;
 
 		if (n == 0) {
+			c->cur_line = NULL;
 			conn_send(c, make_error(NULL, WS_RPC_INVALID_REQUEST, "empty batch"));
 			return 0;
 		}
 		b = calloc(1, sizeof(*b));
-		if (!b)
+		if (!b) {
+			c->cur_line = NULL;
 			return -ENOMEM;
+		}
 		b->responses = json_object_new_array();
 		b->conn = c;
 		b->outstanding = 1;
@@ -581,6 +604,7 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 	} else {
 		send_or_collect(c, NULL, dispatch(c, msg, NULL));
 	}
+	c->cur_line = NULL;
 	return c->closing ? -ECANCELED : 0;
 }
 

@@ -18,6 +18,16 @@ void json_putp(struct json_object **o)
 	*o = NULL;
 }
 
+/* Length of @s cut to at most @max bytes without splitting a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
 static int vfail(struct ws_err *err, int r, int code, const char *file, int line, int column,
 		 const char *fmt, va_list ap) __attribute__((format(printf, 7, 0)));
 static int vfail(struct ws_err *err, int r, int code, const char *file, int line, int column,
@@ -27,7 +37,10 @@ static int vfail(struct ws_err *err, int r, int code, const char *file, int line
 		return r;
 	ws_err_clear(err);
 	err->code = code;
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	if (vsnprintf(err->message, sizeof(err->message), fmt, ap) >= (int)sizeof(err->message))
+		/* truncated: never end in half a character */
+		err->message[utf8_cut(err->message, strlen(err->message),
+				      sizeof(err->message) - 4)] = '\0';
 	if (file)
 		snprintf(err->file, sizeof(err->file), "%s", file);
 	err->line = line;
@@ -67,8 +80,12 @@ void ws_err_set_str(struct ws_err *err, const char *key, const char *value)
 {
 	if (!err)
 		return;
-	/* data now owns the new string */
-	json_object_object_add(err_data(err), key, value ? json_object_new_string(value) : NULL);
+	/* data now owns the new string; user input echoed back is capped */
+	json_object_object_add(err_data(err), key,
+			       value ? json_object_new_string_len(
+					       value, (int)utf8_cut(value, strlen(value),
+								    WS_ERR_VALUE_MAX))
+				     : NULL);
 }
 
 void ws_err_set_int(struct ws_err *err, const char *key, int64_t value)
@@ -189,6 +206,11 @@ char *ws_unit_name(enum ws_type t, const char *name)
 int ws_name_validate(const char *name, enum ws_type type, struct ws_err *err)
 {
 	size_t len = name ? strlen(name) : 0;
+	char shown[80];
+
+	/* a name is echoed in messages, but a name of a megabyte is not */
+	snprintf(shown, sizeof(shown), "%.*s%s", (int)utf8_cut(name ? name : "", len, 64),
+		 name ? name : "", len > 64 ? "..." : "");
 
 	if (len == 0)
 		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID, "the name is empty");
@@ -200,17 +222,17 @@ int ws_name_validate(const char *name, enum ws_type type, struct ws_err *err)
 		if (c == '_')
 			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 				       "name \"%s\" contains '_', which is not allowed; use '-'",
-				       name);
+				       shown);
 		if (c >= 'A' && c <= 'Z')
 			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 				       "name \"%s\" contains upper case '%c'; names are lower "
 				       "case letters, digits and '-'",
-				       name, c);
+				       shown, c);
 		if (c == '.')
 			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 				       "name \"%s\" contains '.'; names are lower case letters, "
 				       "digits and '-'",
-				       name);
+				       shown);
 		if (c >= 0x80)
 			return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 				       "name contains a non-ASCII character; names are lower case "
@@ -222,11 +244,11 @@ int ws_name_validate(const char *name, enum ws_type type, struct ws_err *err)
 	}
 	if (name[0] == '-' || name[len - 1] == '-')
 		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
-			       "name \"%s\" must not start or end with '-'", name);
+			       "name \"%s\" must not start or end with '-'", shown);
 	if (type < WS_TYPE_COUNT && len > type_name_max[type])
 		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 			       "name \"%s\" is %zu characters; %s names are limited to %zu (%s)",
-			       name, len, type_names[type], type_name_max[type], type_iface[type]);
+			       shown, len, type_names[type], type_name_max[type], type_iface[type]);
 	return 0;
 }
 

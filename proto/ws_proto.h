@@ -59,7 +59,10 @@ struct ws_err {
 int ws_fail(struct ws_err *err, int r, int code, const char *fmt, ...) WS_PRINTF(4, 5);
 int ws_fail_at(struct ws_err *err, int r, int code, const char *file, int line, int column,
 	       const char *fmt, ...) WS_PRINTF(7, 8);
-/* Adds a detail key to err->data (string / integer). No-op when @err is NULL. */
+#define WS_ERR_VALUE_MAX 256 /* bytes of a string detail kept (user input is echoed) */
+
+/* Adds a detail key to err->data (string / integer). No-op when @err is NULL. Strings are
+ * cut to WS_ERR_VALUE_MAX bytes (at a character boundary). */
 void ws_err_set_str(struct ws_err *err, const char *key, const char *value);
 void ws_err_set_int(struct ws_err *err, const char *key, int64_t value);
 void ws_err_clear(struct ws_err *err);

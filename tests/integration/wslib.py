@@ -104,6 +104,9 @@ class Repo:
                     snap[os.path.join(root, d) + "/"] = b"<dir>"
                 for f in files:
                     p = os.path.join(root, f)
+                    if os.path.islink(p):
+                        snap[p] = b"<link>" + os.readlink(p).encode()
+                        continue
                     with open(p, "rb") as fh:
                         snap[p] = fh.read()
         return snap
