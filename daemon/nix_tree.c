@@ -1069,8 +1069,11 @@ static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 				if (j2) {
 					linecol(P->src, P->len, ad.pos, &l, &c);
 					snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
-					fail_at(P, j2->pos, "attribute '%.*s' already defined at %s",
-						(int)ad.nlen, ad.name, where);
+					char shown[512] = "";
+
+					show_ident(shown, sizeof(shown), ad.name, ad.nlen);
+					fail_at(P, j2->pos, "attribute '%s' already defined at %s",
+						shown, where);
 					return -EINVAL;
 				}
 				if (sem_add(P, into, ad.name, ad.nlen, ad.pos, ad.sub) < 0)
@@ -1158,8 +1161,10 @@ static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
 
 			linecol(P->src, P->len, e->pos, &l, &c);
 			snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
-			fail_at(P, pos, "attribute '%.*s' already defined at %s", (int)nlen, name,
-				where);
+			char shown[512] = "";
+
+			show_ident(shown, sizeof(shown), name, nlen);
+			fail_at(P, pos, "attribute '%s' already defined at %s", shown, where);
 			return NULL;
 		}
 		if (sem_add(P, set, name, nlen, pos, -1) < 0)
@@ -1578,6 +1583,7 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 	uint32_t dup_off = UINT32_MAX, dup_len = 0, at_name = UINT32_MAX, at_len = 0;
 	uint32_t lambda_off = peek(P)->off;
 	int32_t formals = sem_new_set(P); /* the names, to find duplicates */
+	bool after_comma = false;
 
 	if (formals < 0)
 		return NULL;
@@ -1630,13 +1636,14 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 				return NULL;
 			if (peek_kind(P) == NIX_TOK_COMMA) {
 				bump(P);
+				after_comma = true;
 				continue;
 			}
 			if (peek_kind(P) != NIX_TOK_RBRACE)
 				return unexpected(P, "'}'");
 			break;
 		}
-		return unexpected(P, NULL);
+		return unexpected(P, after_comma ? "'}'" : NULL);
 	}
 	bump(P); /* } */
 	if (at_name == UINT32_MAX && peek_kind(P) == NIX_TOK_AT) {
@@ -1895,6 +1902,7 @@ struct walk_frame {
 	const struct nix_node *n;
 	size_t i;          /* next element */
 	size_t child;      /* child nodes seen */
+	bool pass;         /* sets: the second pass, over dynamic attributes */
 	size_t scope_mark; /* names to pop when leaving; SIZE_MAX: none */
 };
 
@@ -2033,6 +2041,52 @@ static bool child_is_expr(const struct nix_node *n, size_t child_idx, const stru
 	}
 }
 
+static bool binding_is_dynamic(struct parser *P, const struct nix_node *c)
+{
+	const char *name;
+	uint32_t len;
+
+	return c->kind == NIX_NODE_BINDING &&
+	       attr_static_name(P, nix_node_child(nix_node_child(c, 0), 0), &name, &len) < 0;
+}
+
+/* The next child of @f to check, in the order Nix binds variables (which decides which of
+ * several undefined variables it reports): a select's default before its attribute path,
+ * and a set's dynamic attributes after the others. */
+static const struct nix_node *walk_next(struct parser *P, struct walk_frame *f,
+					size_t *ret_idx)
+{
+	const struct nix_node *n = f->n;
+
+	if (n->kind == NIX_NODE_SELECT && nix_node_n_children(n) == 3) {
+		static const size_t order[] = { 0, 2, 1 };
+
+		if (f->child >= 3)
+			return NULL;
+		*ret_idx = order[f->child++];
+		return nix_node_child(n, *ret_idx);
+	}
+	for (;;) {
+		bool set = n->kind == NIX_NODE_ATTRSET || n->kind == NIX_NODE_LEGACY_LET;
+
+		while (f->i < n->n_elems) {
+			const struct nix_elem *e = &n->elems[f->i++];
+
+			if (!e->is_node)
+				continue;
+			*ret_idx = f->child++;
+			if (set && binding_is_dynamic(P, e->node) != f->pass)
+				continue;
+			return e->node;
+		}
+		if (!set || f->pass)
+			return NULL;
+		f->pass = true;
+		f->i = 0;
+		f->child = 0;
+	}
+}
+
 static int check_scopes(struct parser *P, const struct nix_node *root)
 {
 	struct scope S = { 0 };
@@ -2057,19 +2111,9 @@ static int check_scopes(struct parser *P, const struct nix_node *root)
 	while (n_st) {
 		struct walk_frame *f = &st[n_st - 1];
 		const struct nix_node *n = f->n, *c;
-		size_t child_idx = f->child;
+		size_t child_idx;
 
-		/* find the next child node */
-		c = NULL;
-		while (f->i < n->n_elems) {
-			const struct nix_elem *e = &n->elems[f->i++];
-
-			if (e->is_node) {
-				c = e->node;
-				f->child++;
-				break;
-			}
-		}
+		c = walk_next(P, f, &child_idx);
 		if (!c) {
 			if (f->scope_mark != SIZE_MAX)
 				scope_pop_to(&S, f->scope_mark);
