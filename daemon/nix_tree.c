@@ -1305,7 +1305,8 @@ static struct nix_node *parse_float(struct parser *P)
 static struct nix_node *parse_path(struct parser *P)
 {
 	size_t m = mark(P);
-	bool interp = false;
+	bool interp = false, first = true;
+	int64_t lone_piece = -1; /* a piece right after the start, not yet followed by ${ */
 
 	bump(P);
 	for (;;) {
@@ -1314,15 +1315,26 @@ static struct nix_node *parse_path(struct parser *P)
 		if (!(t->flags & NIX_LF_INPATH))
 			break;
 		if (t->kind == NIX_TOK_PATH) {
+			/* Nix's grammar: the text that follows the path's start must lead to an
+			 * interpolation (`./a//b` is an error there) */
+			if (first)
+				lone_piece = t->off;
 			bump(P);
 		} else {
+			lone_piece = -1;
 			interp = true;
 			if (!parse_interp(P))
 				return NULL;
 		}
+		first = false;
 	}
 	if (peek_kind(P) == NIX_LTOK_ERROR)
 		return unexpected(P, NULL);
+	if (lone_piece >= 0) {
+		fail_at(P, (uint32_t)lone_piece,
+			"syntax error, unexpected PATH_END, expecting DOLLAR_CURLY");
+		return NULL;
+	}
 	return finish(P, interp ? NIX_NODE_PATH : NIX_NODE_LITERAL, m);
 }
 
