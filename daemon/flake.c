@@ -39,6 +39,8 @@ struct flake {
 	struct ws_entry *entries;
 	struct entry_info *info;
 	size_t n, cap;
+	size_t *slots;      /* name hash -> index + 1 (0: empty), open addressing */
+	size_t n_slots;     /* a power of two, at least twice n */
 	/* places for a first entry */
 	const struct nix_node *root_set;  /* the last literal set at the config root */
 	const struct nix_node *block[3];  /* the last literal set at depth 1 and 2 */
@@ -203,16 +205,63 @@ static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, .
 
 /* ---- reading entries ----------------------------------------------------------------- */
 
+static size_t name_hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+/* The index of entry @name, or -1. Files with thousands of entries stay linear. */
+static ssize_t entry_index(const struct flake *f, const char *name)
+{
+	if (!f->n_slots)
+		return -1;
+	for (size_t h = name_hash(name) & (f->n_slots - 1);; h = (h + 1) & (f->n_slots - 1)) {
+		size_t v = f->slots[h];
+
+		if (v == 0)
+			return -1;
+		if (strcmp(f->entries[v - 1].name, name) == 0)
+			return (ssize_t)(v - 1);
+	}
+}
+
+static int index_add(struct flake *f, size_t idx)
+{
+	if (2 * (f->n + 1) > f->n_slots) {
+		size_t n_slots = f->n_slots ? 2 * f->n_slots : 16;
+		size_t *slots = calloc(n_slots, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		free(f->slots);
+		f->slots = slots;
+		f->n_slots = n_slots;
+		for (size_t i = 0; i < f->n; i++)
+			if (i != idx)
+				(void)index_add(f, i);
+	}
+	for (size_t h = name_hash(f->entries[idx].name) & (f->n_slots - 1);;
+	     h = (h + 1) & (f->n_slots - 1))
+		if (f->slots[h] == 0) {
+			f->slots[h] = idx + 1;
+			return 0;
+		}
+}
+
 static struct ws_entry *entry_get(struct flake *f, const char *name, const struct nix_node *head,
 				  const struct nix_node *set, int depth, size_t *ret_idx)
 {
 	struct ws_entry *e;
+	ssize_t found = entry_index(f, name);
 
-	for (size_t i = 0; i < f->n; i++)
-		if (strcmp(f->entries[i].name, name) == 0) {
-			*ret_idx = i;
-			return &f->entries[i];
-		}
+	if (found >= 0) {
+		*ret_idx = (size_t)found;
+		return &f->entries[found];
+	}
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? f->cap * 2 : 8;
 		struct ws_entry *ne = realloc(f->entries, cap * sizeof(*ne));
@@ -234,6 +283,12 @@ static struct ws_entry *entry_get(struct flake *f, const char *name, const struc
 	e->extra = json_object_new_object();
 	e->problems = json_object_new_array();
 	if (!e->name || !e->extra || !e->problems) {
+		free(e->name);
+		json_putp(&e->extra);
+		json_putp(&e->problems);
+		return NULL;
+	}
+	if (index_add(f, f->n) < 0) {
 		free(e->name);
 		json_putp(&e->extra);
 		json_putp(&e->problems);
@@ -599,6 +654,7 @@ void flake_free(struct flake *f)
 		entry_clear(&f->entries[i]);
 	free(f->entries);
 	free(f->info);
+	free(f->slots);
 	nix_eval_free(f->ev);
 	nix_tree_free(f->tree);
 	free(f->buf);
@@ -675,17 +731,17 @@ struct ws_entry *flake_entries(struct flake *f)
 
 struct ws_entry *flake_find(struct flake *f, const char *name)
 {
-	for (size_t i = 0; i < f->n; i++)
-		if (strcmp(f->entries[i].name, name) == 0)
-			return &f->entries[i];
-	return NULL;
+	ssize_t i = entry_index(f, name);
+
+	return i >= 0 ? &f->entries[i] : NULL;
 }
 
 static const struct entry_info *find_info(const struct flake *f, const char *name)
 {
-	for (size_t i = 0; i < f->n; i++)
-		if (strcmp(f->entries[i].name, name) == 0)
-			return &f->info[i];
+	ssize_t i = entry_index(f, name);
+
+	if (i >= 0)
+		return &f->info[i];
 	return NULL;
 }
 
@@ -1097,7 +1153,7 @@ static int unsupported_at(const struct flake *f, const struct nix_node *n, const
 
 /* Checks that the edited file parses and declares @e as requested. */
 static int check_added(const struct flake *f, const char *buf, size_t len,
-		       const struct flake_new_entry *e)
+		       const struct flake_new_entry *e, struct flake **keep)
 {
 	struct flake *nf = NULL;
 	struct ws_entry *ne;
@@ -1115,13 +1171,18 @@ static int check_added(const struct flake *f, const char *buf, size_t len,
 	    strcmp(ne->ip, e->ip) != 0 || !ne->config || strcmp(ne->config, e->config) != 0 ||
 	    ne->auto_start != (e->auto_start ? 1 : 0))
 		r = -EPROTO;
+	if (r == 0 && keep) {
+		*keep = nf; /* the caller wants the checked parse: no need to parse again */
+		return 0;
+	}
 	flake_free(nf);
 	return r;
 }
 
 static int try_plan(const struct flake *f, const struct nix_node *set,
 		    const struct nix_node *anchor, bool blank, struct entry_gen *g,
-		    const struct flake_new_entry *e, char **ret_buf, size_t *ret_len)
+		    const struct flake_new_entry *e, char **ret_buf, size_t *ret_len,
+		    struct flake **keep)
 {
 	struct splice s = {0};
 	char *out = NULL;
@@ -1135,7 +1196,7 @@ static int try_plan(const struct flake *f, const struct nix_node *set,
 	free(s.text);
 	if (r < 0)
 		return r;
-	r = check_added(f, out, len, e);
+	r = check_added(f, out, len, e, keep);
 	if (r < 0) {
 		free(out);
 		return r;
@@ -1145,8 +1206,29 @@ static int try_plan(const struct flake *f, const struct nix_node *set,
 	return 0;
 }
 
+static int add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
+		     size_t *ret_len, struct flake **keep, struct ws_err *err);
+
+int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *e,
+			   char **ret_buf, size_t *ret_len, struct flake **ret_flake,
+			   struct ws_err *err)
+{
+	struct flake *keep = NULL;
+	int r = add_entry(f, e, ret_buf, ret_len, ret_flake ? &keep : NULL, err);
+
+	if (r == 0 && ret_flake)
+		*ret_flake = keep;
+	return r;
+}
+
 int flake_add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
 		    size_t *ret_len, struct ws_err *err)
+{
+	return add_entry(f, e, ret_buf, ret_len, NULL, err);
+}
+
+static int add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
+		     size_t *ret_len, struct flake **keep, struct ws_err *err)
 {
 	struct entry_gen g = {.e = e, .f = f};
 	uint32_t best = 0;
@@ -1187,31 +1269,31 @@ int flake_add_entry(const struct flake *f, const struct flake_new_entry *e, char
 						 ? want_path[k + (size_t)in->depth]
 						 : e->name);
 			g.like = in->lit;
-			r = try_plan(f, in->set, in->head, false, &g, e, ret_buf, ret_len);
+			r = try_plan(f, in->set, in->head, false, &g, e, ret_buf, ret_len, keep);
 			if (r == 0 || r == -ENOMEM)
 				break;
 		}
 	} else if (f->block[2]) {
 		g.n = 1;
 		g.path[0] = (char *)(uintptr_t)e->name;
-		r = try_plan(f, f->block[2], NULL, false, &g, e, ret_buf, ret_len);
+		r = try_plan(f, f->block[2], NULL, false, &g, e, ret_buf, ret_len, keep);
 	} else if (f->block[1]) {
 		g.n = 2;
 		g.path[0] = (char *)(uintptr_t)WS_ATTR;
 		g.path[1] = (char *)(uintptr_t)e->name;
-		r = try_plan(f, f->block[1], NULL, false, &g, e, ret_buf, ret_len);
+		r = try_plan(f, f->block[1], NULL, false, &g, e, ret_buf, ret_len, keep);
 	} else if (f->dotted) {
 		g.n = 3;
 		g.path[0] = (char *)(uintptr_t)SW_ATTR;
 		g.path[1] = (char *)(uintptr_t)WS_ATTR;
 		g.path[2] = (char *)(uintptr_t)e->name;
-		r = try_plan(f, f->dotted_set, f->dotted, false, &g, e, ret_buf, ret_len);
+		r = try_plan(f, f->dotted_set, f->dotted, false, &g, e, ret_buf, ret_len, keep);
 	} else if (f->root_set) {
 		g.n = 2;
 		g.path[0] = (char *)(uintptr_t)WS_ATTR;
 		g.path[1] = (char *)(uintptr_t)e->name;
 		g.block = true;
-		r = try_plan(f, f->root_set, NULL, true, &g, e, ret_buf, ret_len);
+		r = try_plan(f, f->root_set, NULL, true, &g, e, ret_buf, ret_len, keep);
 	} else {
 		return unsupported_at(f, nix_tree_expr(f->tree),
 				      "an expression that is not an attribute set", err);

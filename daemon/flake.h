@@ -63,6 +63,12 @@ struct flake_new_entry {
 int flake_add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
 		    size_t *ret_len, struct ws_err *err);
 
+/* Like flake_add_entry(), and hands back the parse of the new file that was checked (free
+ * with flake_free()), so the caller need not parse it again. */
+int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *e,
+			   char **ret_buf, size_t *ret_len, struct flake **ret_flake,
+			   struct ws_err *err);
+
 /* Sets `hostKey = "KEY";` in entry @name: replaces an existing literal value, or adds the
  * attribute as the entry's last one. WS_E_NOT_FOUND, WS_E_CONFIG_UNSUPPORTED (the entry is
  * not a literal set, e.g. a function call). */

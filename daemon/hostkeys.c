@@ -920,9 +920,15 @@ static bool hk_name_ok(const char *name)
 	       !strchr(name, '/');
 }
 
+static int cmp_name_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 		       struct ws_err *err)
 {
+	const char **sorted;
 	struct hk_name *old = hk->names, *next;
 	size_t n_old = hk->n_names, n_next = 0, i, j;
 
@@ -932,35 +938,49 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 				       "'%s' cannot name a directory under the sandbox root",
 				       names[i] ? names[i] : "");
 
+	/* The set is kept sorted by name, so that a deploy's thousand names cost a sort and
+	 * a merge, not a thousand scans. */
+	sorted = malloc((n > 0 ? n : 1) * sizeof(*sorted));
 	next = calloc(n > 0 ? n : 1, sizeof(*next));
-	if (!next)
+	if (!next || !sorted) {
+		free(sorted);
+		free(next);
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	}
+	memcpy(sorted, names, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_name_ptr);
 	for (i = 0; i < n; i++) {
-		for (j = 0; j < n_next; j++)
-			if (strcmp(next[j].name, names[i]) == 0)
-				break;
-		if (j < n_next)
+		if (i > 0 && strcmp(sorted[i - 1], sorted[i]) == 0)
 			continue; /* listed twice */
-		next[n_next].name = strdup(names[i]);
+		next[n_next].name = strdup(sorted[i]);
 		if (!next[n_next].name) {
 			/* Nothing changed yet: the old set stays in force. */
+			free(sorted);
 			hk_names_free(next, n_next);
 			return ws_fail(err, -ENOMEM, 0, "out of memory");
 		}
 		next[n_next].wd_dir = next[n_next].wd_keys = -1;
 		n_next++;
 	}
-	/* Names that stay keep their watches and their pending change. */
-	for (i = 0; i < n_next; i++) {
-		for (j = 0; j < n_old; j++) {
-			if (strcmp(old[j].name, next[i].name) != 0)
-				continue;
-			next[i].wd_dir = old[j].wd_dir;
-			next[i].wd_keys = old[j].wd_keys;
-			next[i].dirty = old[j].dirty;
-			old[j].wd_dir = old[j].wd_keys = -1;
-			break;
+	free(sorted);
+	/* Names that stay keep their watches and their pending change (both lists sorted). */
+	for (i = 0, j = 0; i < n_next && j < n_old;) {
+		int c = strcmp(old[j].name, next[i].name);
+
+		if (c < 0) {
+			j++;
+			continue;
 		}
+		if (c > 0) {
+			i++;
+			continue;
+		}
+		next[i].wd_dir = old[j].wd_dir;
+		next[i].wd_keys = old[j].wd_keys;
+		next[i].dirty = old[j].dirty;
+		old[j].wd_dir = old[j].wd_keys = -1;
+		i++;
+		j++;
 	}
 
 	hk->names = next;

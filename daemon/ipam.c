@@ -154,6 +154,27 @@ static bool entry_ip(const struct ws_entry *e, uint32_t *ret_ip)
 	return e->ip && ipam_parse_ip(e->ip, ret_ip) == 0;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct ip_idx {
+	uint32_t ip;
+	size_t idx;
+};
+
+static int cmp_ip_idx(const void *a, const void *b)
+{
+	const struct ip_idx *x = a, *y = b;
+
+	if (x->ip != y->ip)
+		return x->ip < y->ip ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
 static bool held(uint32_t ip, const struct ws_entry *entries, size_t n, const uint32_t *reserved,
 		 size_t n_reserved, const struct ws_entry **ret_holder)
 {
@@ -225,13 +246,29 @@ int ipam_pick(const struct ipam_cfg *c, enum ws_type type, const struct ws_entry
 		ws_err_set_str(err, "reason", "computed address");
 		return -EINVAL;
 	}
-	for (uint32_t ip = c->first[type]; ip <= c->last[type] && ip != 0; ip++) {
-		if (!usable(c, ip))
-			continue;
-		if (held(ip, entries, n, reserved, n_reserved, NULL))
-			continue;
-		*ret_ip = ip;
-		return 0;
+	{
+		/* every held address once, sorted: the walk up the range is then linear */
+		uint32_t *taken = malloc((n + n_reserved + 1) * sizeof(*taken));
+		size_t k = 0, nt = 0;
+
+		if (!taken)
+			return ws_fail(err, -ENOMEM, 0, "out of memory");
+		for (size_t i = 0; i < n; i++)
+			if (entry_ip(&entries[i], &taken[nt]))
+				nt++;
+		for (size_t i = 0; i < n_reserved; i++)
+			taken[nt++] = reserved[i];
+		qsort(taken, nt, sizeof(*taken), cmp_u32);
+		for (uint32_t ip = c->first[type]; ip <= c->last[type] && ip != 0; ip++) {
+			while (k < nt && taken[k] < ip)
+				k++;
+			if (!usable(c, ip) || (k < nt && taken[k] == ip))
+				continue;
+			free(taken);
+			*ret_ip = ip;
+			return 0;
+		}
+		free(taken);
 	}
 	{
 		char a[16], b[16];
@@ -264,9 +301,13 @@ static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, .
 
 void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 {
+	/* addresses sorted with their entries, so duplicates sit next to each other */
+	struct ip_idx *by_ip = malloc((n ? n : 1) * sizeof(*by_ip));
+	size_t nb = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		struct ws_entry *e = &entries[i];
-		uint32_t ip, other;
+		uint32_t ip;
 		int t;
 
 		if (!e->ip)
@@ -276,12 +317,8 @@ void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 				    "\"%s\" is not a usable IPv4 address in the subnet", e->ip);
 			continue;
 		}
-		for (size_t j = 0; j < n; j++)
-			if (j != i && entry_ip(&entries[j], &other) && other == ip) {
-				add_problem(e, "IP_DUPLICATE", "%s is also held by \"%s\"", e->ip,
-					    entries[j].name);
-				break;
-			}
+		if (by_ip)
+			by_ip[nb++] = (struct ip_idx){ip, i};
 		t = e->type ? ws_type_from_string(e->type) : -EINVAL;
 		if (t >= 0 && (ip < c->first[t] || ip > c->last[t])) {
 			char a[16], b[16];
@@ -292,4 +329,22 @@ void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 				    e->type, a, b);
 		}
 	}
+	if (!by_ip)
+		return;
+	qsort(by_ip, nb, sizeof(*by_ip), cmp_ip_idx);
+	for (size_t g = 0; g < nb;) {
+		size_t end = g + 1;
+
+		while (end < nb && by_ip[end].ip == by_ip[g].ip)
+			end++;
+		/* each names the first other holder in file order */
+		for (size_t k = g; end - g > 1 && k < end; k++) {
+			struct ws_entry *e = &entries[by_ip[k].idx];
+			const struct ws_entry *o = &entries[by_ip[k == g ? g + 1 : g].idx];
+
+			add_problem(e, "IP_DUPLICATE", "%s is also held by \"%s\"", e->ip, o->name);
+		}
+		g = end;
+	}
+	free(by_ip);
 }

@@ -8,6 +8,7 @@
 #include "methods.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,6 +461,9 @@ static void op_finish(struct write_op *op)
 		m->tail = NULL;
 	m->busy = false;
 	op_free(op);
+	/* a write parses the machine file a few times on a pool thread: give those pages
+	 * back rather than let each thread's malloc arena keep its high-water mark */
+	(void)malloc_trim(0);
 	if (m->recheck_pending) {
 		m->recheck_pending = false;
 		machine_recheck(m);
@@ -789,13 +793,22 @@ static void create_work_cb(uv_work_t *w)
 		goto out;
 	ipam_format(ip, op->ip);
 
-	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
-	if (r < 0)
-		goto out;
-	r = flake_parse(op->machine_rel, op->main_new, op->main_new_len, &op->new_flake,
-			&op->err);
-	if (r < 0)
-		goto out;
+	{
+		WS_AUTOFREE char *config = NULL;
+		struct flake_new_entry e;
+
+		if (asprintf(&config, "./workspaces/%s.nix", op->name) < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		e = (struct flake_new_entry){.name = op->name, .type = op->type, .ip = op->ip,
+					     .auto_start = op->auto_start, .config = config};
+		/* the editor checks its result by parsing it: that parse is the new model */
+		r = flake_add_entry_parsed(f0, &e, &op->main_new, &op->main_new_len,
+					   &op->new_flake, &op->err);
+		if (r < 0)
+			goto out;
+	}
 
 	dir = fsutil_join(op->machine_dir, "workspaces");
 	if (!dir || asprintf(&op->ws_path, "%s/%s.nix", dir, op->name) < 0) {

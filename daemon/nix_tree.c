@@ -82,6 +82,8 @@ static void arena_free(struct arena *a)
 struct tree_priv {
 	struct nix_tree pub;
 	struct arena arena;
+	uint32_t *line_starts;   /* built on the first nix_tree_linecol(); owned */
+	size_t n_lines;
 };
 
 /* Every node carries the id of the attribute set it denotes, for duplicate detection. */
@@ -310,8 +312,10 @@ static struct nix_node *finish(struct parser *P, enum nix_kind kind, size_t m)
 	pn->n.n_elems = n;
 	memcpy(pn->n.elems, P->scratch + m, n * sizeof(struct nix_elem));
 	for (size_t i = 0; i < n; i++)
-		if (pn->n.elems[i].is_node)
+		if (pn->n.elems[i].is_node) {
 			pn->n.elems[i].node->parent = &pn->n;
+			pn->n.n_children++;
+		}
 	if (n) {
 		const struct nix_elem *f = &pn->n.elems[0], *l = &pn->n.elems[n - 1];
 
@@ -2242,6 +2246,7 @@ void nix_tree_free(struct nix_tree *t)
 	if (!t)
 		return;
 	arena_free(&p->arena);
+	free(p->line_starts);
 	free(p);
 }
 
@@ -2316,18 +2321,28 @@ struct nix_node *nix_tree_expr(const struct nix_tree *t)
 
 size_t nix_node_n_children(const struct nix_node *n)
 {
-	size_t c = 0;
-
-	for (size_t i = 0; i < n->n_elems; i++)
-		c += n->elems[i].is_node;
-	return c;
+	return n->n_children;
 }
 
 struct nix_node *nix_node_child(const struct nix_node *n, size_t i)
 {
-	for (size_t k = 0; k < n->n_elems; k++)
-		if (n->elems[k].is_node && i-- == 0)
+	struct nix_node *w = (struct nix_node *)(uintptr_t)n; /* the cursor is a cache */
+	size_t k = 0, c = 0;
+
+	if (i >= w->cur_i && w->cur_k < n->n_elems) {
+		k = w->cur_k;
+		c = w->cur_i;
+	}
+	for (; k < n->n_elems; k++) {
+		if (!n->elems[k].is_node)
+			continue;
+		if (c == i) {
+			w->cur_i = (uint32_t)i;
+			w->cur_k = (uint32_t)k;
 			return n->elems[k].node;
+		}
+		c++;
+	}
 	return NULL;
 }
 
@@ -2377,9 +2392,58 @@ char *nix_node_text(const struct nix_tree *t, const struct nix_node *n)
 	return strndup(t->src + n->start, n->end - n->start);
 }
 
+/* Offsets where lines start (a line ends at \n, or at a \r not followed by \n, as in
+ * linecol()), so that each look-up is a binary search rather than a scan from the top. */
+static int build_line_starts(struct tree_priv *tp)
+{
+	const char *src = tp->pub.src;
+	size_t len = tp->pub.len, cap = 64, n = 0;
+	uint32_t *ls = malloc(cap * sizeof(*ls));
+
+	if (!ls)
+		return -ENOMEM;
+	ls[n++] = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (src[i] == '\n' || (src[i] == '\r' && !(i + 1 < len && src[i + 1] == '\n'))) {
+			if (n == cap) {
+				uint32_t *g = realloc(ls, 2 * cap * sizeof(*ls));
+				if (!g) {
+					free(ls);
+					return -ENOMEM;
+				}
+				ls = g;
+				cap *= 2;
+			}
+			ls[n++] = (uint32_t)(i + 1);
+		}
+	}
+	tp->line_starts = ls;
+	tp->n_lines = n;
+	return 0;
+}
+
 void nix_tree_linecol(const struct nix_tree *t, size_t off, int *ret_line, int *ret_col)
 {
-	linecol(t->src, t->len, off, ret_line, ret_col);
+	struct tree_priv *tp = (struct tree_priv *)(uintptr_t)t; /* the table is a cache */
+	size_t lo = 0, hi;
+
+	if (!tp->line_starts && build_line_starts(tp) < 0) {
+		linecol(t->src, t->len, off, ret_line, ret_col);
+		return;
+	}
+	if (off > t->len)
+		off = t->len;
+	/* the last line start <= off */
+	hi = tp->n_lines;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (tp->line_starts[mid] <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*ret_line = (int)lo + 1;
+	*ret_col = (int)(off - tp->line_starts[lo]) + 1;
 }
 
 const char *nix_tok_name(enum nix_tok k)

@@ -97,6 +97,9 @@ struct nix_node {
 				   * belongs to the parent */
 	struct nix_elem *elems;   /* owned by the tree */
 	size_t n_elems;
+	uint32_t n_children;      /* private: child nodes among elems (nix_node_n_children) */
+	uint32_t cur_i, cur_k;    /* private: where nix_node_child() last found child cur_i
+				   * (elems[cur_k]), so walking the children in order is linear */
 };
 
 struct nix_tree {

@@ -126,12 +126,28 @@ static void unit_free(struct us_unit *un)
 	free(un);
 }
 
+/* u->units is kept sorted by name: look-ups are binary searches. */
 static struct us_unit *unit_find(const struct unitstate *u, const char *name)
 {
-	for (size_t i = 0; i < u->n_units; i++)
-		if (strcmp(u->units[i]->name, name) == 0)
-			return u->units[i];
+	size_t lo = 0, hi = u->n_units;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(u->units[mid]->name, name);
+
+		if (c == 0)
+			return u->units[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Reads ActiveState and SubState out of an a{sv} (GetAll's reply, PropertiesChanged). */
@@ -554,45 +570,50 @@ void unitstate_free(struct unitstate *u)
 int unitstate_watch(struct unitstate *u, const char *const *units, size_t n)
 {
 	struct us_unit **next;
-	size_t k = 0;
+	const char **sorted;
+	size_t k = 0, j = 0;
 
 	next = calloc(n ? n : 1, sizeof(*next));
-	if (!next)
+	sorted = malloc((n ? n : 1) * sizeof(*sorted));
+	if (!next || !sorted) {
+		free(next);
+		free(sorted);
 		return -ENOMEM;
+	}
+	/* the new set sorted and without duplicates; nothing changes until it is complete */
+	memcpy(sorted, units, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_str_ptr);
 	for (size_t i = 0; i < n; i++) {
 		struct us_unit *un;
-		bool dup = false;
 
-		for (size_t j = 0; j < k && !dup; j++)
-			dup = strcmp(next[j]->name, units[i]) == 0;
-		if (dup)
+		if (i > 0 && strcmp(sorted[i - 1], sorted[i]) == 0)
 			continue;
-		un = unit_find(u, units[i]);
+		un = unit_find(u, sorted[i]);
 		if (!un) {
 			/* new units have no owner until the new set is committed */
 			un = calloc(1, sizeof(*un));
-			if (un && !(un->name = strdup(units[i]))) {
+			if (un && !(un->name = strdup(sorted[i]))) {
 				free(un);
 				un = NULL;
 			}
 			if (!un) {
-				for (size_t j = 0; j < k; j++)
-					if (!next[j]->u)
-						unit_free(next[j]);
+				for (size_t q = 0; q < k; q++)
+					if (!next[q]->u)
+						unit_free(next[q]);
 				free(next);
+				free(sorted);
 				return -ENOMEM;
 			}
 		}
 		next[k++] = un;
 	}
-
-	for (size_t j = 0; j < u->n_units; j++) {
-		bool kept = false;
-
-		for (size_t i = 0; i < k && !kept; i++)
-			kept = next[i] == u->units[j];
-		if (!kept)
-			unit_free(u->units[j]);
+	free(sorted);
+	/* both sorted: a merge finds the units no longer wanted */
+	for (size_t i = 0; i < u->n_units; i++) {
+		while (j < k && strcmp(next[j]->name, u->units[i]->name) < 0)
+			j++;
+		if (!(j < k && next[j] == u->units[i]))
+			unit_free(u->units[i]);
 	}
 	free(u->units);
 	u->units = next;

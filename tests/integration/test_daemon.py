@@ -99,7 +99,10 @@ class Socket(DaemonTest):
                 "    pass\n"
                 "data=b''\n"
                 "while True:\n"
-                "    c=s.recv(4096)\n"
+                "    try:\n"
+                "        c=s.recv(4096)\n"
+                "    except ConnectionResetError:\n"
+                "        break\n"
                 "    if not c: break\n"
                 "    data+=c\n"
                 "print(data.decode())\n" % d.socket)
