@@ -192,7 +192,19 @@ static void conn_close(struct rpc_conn *c)
 
 static void conn_shutdown_cb(uv_shutdown_t *req, int status)
 {
-	conn_close(req->data);
+	struct rpc_conn *c = req->data;
+	uv_os_fd_t fd;
+
+	/* Input we never read would turn our close into a reset, and the client could lose
+	 * the error line we just sent it: discard what is queued first. */
+	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0) {
+		char sink[4096];
+		int i = 0;
+
+		while (i++ < 256 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+			;
+	}
+	conn_close(c);
 }
 
 /* Stops reading, lets what is queued be written, then closes. */
