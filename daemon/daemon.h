@@ -30,6 +30,7 @@ struct daemon {
 	struct hostkeys *hk;     /* owned; NULL until started */
 	struct methods *m;       /* owned; the write queue and the cached flake model */
 	struct unitstate *units; /* owned; NULL until started */
+	int repo_lock, state_lock; /* flock'd files: one daemon per repository / state dir */
 	time_t started;
 	unsigned cfg_gen;        /* bumped on every configuration reload */
 	bool stopping;

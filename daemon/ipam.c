@@ -202,11 +202,17 @@ int ipam_check(const struct ipam_cfg *c, uint32_t ip, const struct ws_entry *ent
 	char buf[16];
 
 	ipam_format(ip, buf);
-	if (!in_subnet(c, ip))
-		return ws_fail(err, -EINVAL, WS_E_IP_INVALID, "%s is outside the subnet", buf);
+	if (!in_subnet(c, ip)) {
+		char net[16];
+
+		ipam_format(c->network, net);
+		return ws_fail(err, -EINVAL, WS_E_IP_INVALID, "%s is outside the subnet %s/%d",
+			       buf, net, c->prefix);
+	}
 	if (!usable(c, ip))
-		return ws_fail(err, -EINVAL, WS_E_IP_INVALID,
-			       "%s is the network, gateway or broadcast address", buf);
+		return ws_fail(err, -EINVAL, WS_E_IP_INVALID, "%s is the subnet's %s address",
+			       buf, ip == c->network ? "network" : ip == c->gateway ? "gateway"
+									: "broadcast");
 	if (held(ip, entries, n, reserved, n_reserved, &holder)) {
 		if (holder) {
 			ws_fail(err, -EEXIST, WS_E_IP_TAKEN, "%s is already held by \"%s\"", buf,

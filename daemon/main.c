@@ -3,6 +3,8 @@
  * flags belongs to config.c, the socket to rpc.c, the work to methods.c; main wires them and
  * owns the one struct daemon. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -139,6 +141,38 @@ static void hup_signal_cb(uv_signal_t *h, int signum)
 	sdglue_ready("reloaded");
 }
 
+/* One daemon per repository and per state directory: an exclusive flock on @path (held
+ * until exit; the kernel drops it if we die), with our pid inside for the message of the
+ * daemon that finds it taken. Returns the fd or a negative errno. */
+static int take_lock(const char *path, const char *what, const char *where, struct ws_err *err)
+{
+	char pid[32] = "";
+	int fd, n;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return ws_fail(err, -errno, 0, "cannot open the lock file '%s': %m", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = -errno;
+
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+		(void)close(fd);
+		if (r == -EWOULDBLOCK)
+			return ws_fail(err, -EBUSY, WS_E_BUSY,
+				       "another workspaced%s%s%s already serves %s '%s' (lock '%s'); "
+				       "one daemon per %s",
+				       pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", what, where,
+				       path, what);
+		return ws_fail(err, r, 0, "cannot lock '%s': %s", path, strerror(-r));
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		/* the lock holds without the pid: it only makes the message nicer */
+	}
+	return fd;
+}
+
 static int startup_checks(struct daemon *d, struct ws_err *err)
 {
 	struct stat st;
@@ -154,6 +188,22 @@ static int startup_checks(struct daemon *d, struct ws_err *err)
 	r = gitstage_open(d->cfg.repo, &d->git, err);
 	if (r < 0)
 		return r;
+	{
+		/* the lock lives in the git directory, next to the index it protects */
+		WS_AUTOFREE char *gitdir = strdup(gitstage_index_path(d->git));
+		WS_AUTOFREE char *lock = NULL;
+		char *slash = gitdir ? strrchr(gitdir, '/') : NULL;
+
+		if (!slash)
+			return -ENOMEM;
+		*slash = '\0';
+		lock = fsutil_join(gitdir, "workspaced.lock");
+		if (!lock)
+			return -ENOMEM;
+		d->repo_lock = take_lock(lock, "the repository", d->cfg.repo, err);
+		if (d->repo_lock < 0)
+			return d->repo_lock;
+	}
 	if (stat(d->machine_dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		return ws_fail(err, -ENOENT, 0,
 			       "'%s' does not exist: the repository has no machine '%s' (set "
@@ -171,6 +221,15 @@ static int startup_checks(struct daemon *d, struct ws_err *err)
 	d->state_file = fsutil_join(d->cfg.state_dir, "state.json");
 	if (!d->state_file)
 		return -ENOMEM;
+	{
+		WS_AUTOFREE char *lock = fsutil_join(d->cfg.state_dir, "lock");
+
+		if (!lock)
+			return -ENOMEM;
+		d->state_lock = take_lock(lock, "the state directory", d->cfg.state_dir, err);
+		if (d->state_lock < 0)
+			return d->state_lock;
+	}
 	return state_load(d->state_file, &d->state, err);
 }
 
@@ -211,7 +270,7 @@ static int start_listening(struct daemon *d, struct ws_err *err)
 
 int main(int argc, char **argv)
 {
-	struct daemon d = {0};
+	struct daemon d = {.repo_lock = -1, .state_lock = -1};
 	struct ws_err err = {0};
 	int r, ret = 1;
 
@@ -303,6 +362,10 @@ out_loop:
 	if (r < 0)
 		log_warning("the event loop still had handles at exit: %s", uv_strerror(r));
 out:
+	if (d.repo_lock >= 0)
+		(void)close(d.repo_lock);
+	if (d.state_lock >= 0)
+		(void)close(d.state_lock);
 	state_free(d.state);
 	gitstage_free(d.git);
 	free(d.machine_dir);

@@ -785,6 +785,18 @@ static void create_work_cb(uv_work_t *w)
 		 * for by name is the user's informed choice */
 		r = ipam_check(&op->ipam, ip, flake_entries(f0), flake_n_entries(f0), NULL, 0,
 			       &op->err);
+		if (r == 0 && (ip < op->ipam.first[op->type] || ip > op->ipam.last[op->type])) {
+			char a[16], b[16];
+
+			/* the entry would be declared with a problem the daemon itself reports */
+			ipam_format(op->ipam.first[op->type], a);
+			ipam_format(op->ipam.last[op->type], b);
+			r = ws_fail(&op->err, -EINVAL, WS_E_IP_INVALID,
+				    "%s is outside the %s range %s-%s (config key range.%s)",
+				    op->ip_req, ws_type_to_string(op->type), a, b,
+				    ws_type_to_string(op->type));
+			ws_err_set_str(&op->err, "ip", op->ip_req);
+		}
 	} else {
 		r = ipam_pick(&op->ipam, op->type, flake_entries(f0), flake_n_entries(f0),
 			      op->held, op->n_held, &ip, &op->err);
@@ -999,7 +1011,9 @@ static void verify_done_cb(void *userdata, int ok, struct json_object *result)
 		if (result && json_object_object_get_ex(result, "message", &v))
 			msg = json_object_get_string(v);
 		ws_fail(&op->err, -EIO, WS_E_VERIFY_FAILED,
-			"verification (%s) failed%s%s; nothing was changed",
+			"verification (%s) failed%s%s; nothing was changed (the log tail is in the "
+			"error data; to check less, use verify parse, or set build-command to what "
+			"builds this machine here)",
 			verify_level_to_string(op->verify), msg ? ": " : "", msg ? msg : "");
 		if (result) {
 			json_object_object_foreach(result, k, val)
@@ -1273,7 +1287,8 @@ static struct json_object *hk_event(const struct hk_item *it)
 	if (it->key && hostkey_fingerprint(it->key, &fp) == 0)
 		json_object_object_add(ev, "fingerprint", json_object_new_string(fp));
 	if (it->old_key && hostkey_fingerprint(it->old_key, &old_fp) == 0)
-		json_object_object_add(ev, "registeredFingerprint",
+		json_object_object_add(ev, it->status == HK_REGISTERED ? "previousFingerprint"
+								      : "registeredFingerprint",
 				       json_object_new_string(old_fp));
 	if (it->status == HK_REGISTERED && it->key)
 		json_object_object_add(ev, "hostKey", json_object_new_string(it->key));
@@ -1325,7 +1340,7 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			if (op->call)
 				break;
 			log_ctx(LOG_LVL_WARNING, it->name, op->request_id,
-				"invalid host key file for %s: %s", it->name,
+				"invalid host key file for %s, not registered: %s", it->name,
 				it->message ? it->message : "");
 			rpc_server_emit(m->d->rpc, "hostkey.invalid", hk_event(it));
 			break;
@@ -1367,9 +1382,10 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			(void)hostkey_fingerprint(it->key, &fp);
 			(void)hostkey_fingerprint(it->old_key, &old_fp);
 			ws_fail(&err, -EEXIST, WS_E_HOSTKEY_MISMATCH,
-				"\"%s\" already has host key %s; the key file holds %s (pass "
-				"replace to write it)",
-				it->name, old_fp ? old_fp : "?", fp ? fp : "?");
+				"\"%s\" already has host key %s; the key file holds %s. If the "
+				"workspace was rebuilt on purpose, trust the new key with 'wsctl "
+				"hostkey %s --replace' (replace: true)",
+				it->name, old_fp ? old_fp : "?", fp ? fp : "?", it->name);
 			ws_err_set_str(&err, "name", it->name);
 			ws_err_set_str(&err, "registeredFingerprint", old_fp);
 			ws_err_set_str(&err, "fingerprint", fp);

@@ -52,6 +52,32 @@ class Startup(DaemonTest):
         res = self.assertOk(d.call("workspace.list"))
         self.assertEqual([w["name"] for w in res["workspaces"]], ["half"])
 
+    def test_one_daemon_per_repository(self):
+        repo, d = self.start(fixture("01-no-block.nix"))
+        before = repo.snapshot()
+        other = os.path.join(repo.tmp, "other.sock")
+        # same repository, another socket and state directory: refused
+        p = subprocess.run([WORKSPACED, "--repo", repo.path, "--machine", "atlas",
+                            "--socket", other, "--state-dir", os.path.join(repo.tmp, "st2"),
+                            "--sandbox-root", repo.sandbox, "--verify", "none"],
+                           capture_output=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("another workspaced (pid %d)" % d.proc.pid, p.stderr.decode())
+        self.assertFalse(os.path.exists(other))
+        # another repository with the same state directory: refused too
+        repo2 = self.make_repo(fixture("01-no-block.nix"))
+        p = subprocess.run([WORKSPACED, "--repo", repo2.path, "--machine", "atlas",
+                            "--socket", other, "--state-dir", repo.state_dir,
+                            "--sandbox-root", repo.sandbox, "--verify", "none"],
+                           capture_output=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("state directory", p.stderr.decode())
+        self.assertIn("result", d.call("daemon.info"))
+        # once the first is gone, the lock is free again
+        self.stop(d)
+        repo, d = self.start(repo)
+        self.assertIn("result", d.call("daemon.info"))
+
     def test_help_and_version(self):
         p = subprocess.run([WORKSPACED, "--help"], capture_output=True, timeout=10)
         self.assertEqual(p.returncode, 0)
@@ -121,6 +147,10 @@ class Create(DaemonTest):
         for bad in ("10.0.0.5", "192.168.83.0", "192.168.83.1", "192.168.83.255",
                     "192.168.83.300", "not-an-ip", "192.168.083.5"):
             self.assertErr(d.create("x1", "container", ip=bad), 1005, "IP_INVALID")
+        err = self.assertErr(d.create("x1", "container", ip="192.168.83.20"), 1005, "IP_INVALID")
+        self.assertIn("container range 192.168.83.50-192.168.83.89", err["message"])
+        err = self.assertErr(d.create("x1", "container", ip="192.168.83.1"), 1005, "IP_INVALID")
+        self.assertIn("gateway", err["message"])
         err = self.assertErr(d.create("x1", "container", ip="192.168.83.51"), 1006, "IP_TAKEN")
         self.assertIn("api", err["message"])
         self.assertUnchanged(before, repo)
