@@ -285,7 +285,8 @@ void out_rpc_error(struct json_object *error)
 
 	fflush(stdout);
 	fputs("wsctl: ", stderr);
-	if (file && file[0]) {
+	/* a position prefix, unless the message names the file itself (and no position) */
+	if (file && file[0] && (line > 0 || !msg || !strstr(msg, file))) {
 		out_clean(stderr, file);
 		if (line > 0)
 			fprintf(stderr, ":%" PRId64, line);

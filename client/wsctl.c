@@ -584,7 +584,8 @@ static char *state_text(struct json_object *ws, const char *sep)
 		return out_jstr(ws, "state") ? strdup(out_jstr(ws, "state")) : NULL;
 	active = out_jstr(st, "active");
 	sub = out_jstr(st, "sub");
-	if (!active)
+	/* "unknown": the daemon cannot reach systemd (no system bus); shown as "-" */
+	if (!active || strcmp(active, "unknown") == 0)
 		return NULL;
 	if (!sub)
 		return strdup(active);

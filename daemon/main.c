@@ -181,6 +181,15 @@ static int startup_checks(struct daemon *d, struct ws_err *err)
 	if (stat(d->cfg.repo, &st) < 0 || !S_ISDIR(st.st_mode))
 		return ws_fail(err, -ENOENT, 0, "the repository '%s' does not exist or is not a "
 			       "directory (--repo)", d->cfg.repo);
+	{
+		/* one spelling of the path everywhere (messages, daemon.info, the deploy hint) */
+		char *canon = realpath(d->cfg.repo, NULL);
+
+		if (canon) {
+			free(d->cfg.repo);
+			d->cfg.repo = canon;
+		}
+	}
 	if (asprintf(&d->machine_file_rel, "machines/%s/default.nix", d->cfg.machine) < 0 ||
 	    asprintf(&d->machine_dir, "%s/machines/%s", d->cfg.repo, d->cfg.machine) < 0 ||
 	    asprintf(&d->machine_file, "%s/default.nix", d->machine_dir) < 0)

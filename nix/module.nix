@@ -5,10 +5,12 @@ self:
 let
   cfg = config.services.workspaced;
 
+  # verify is a config-file setting here, so that settings.verify can override it
   settingsFile = pkgs.writeText "workspaced.conf"
-    (lib.concatStrings (lib.mapAttrsToList (k: v: "${k} = ${toString v}\n") cfg.settings));
+    (lib.concatStrings (lib.mapAttrsToList (k: v: "${k} = ${toString v}\n")
+      ({ verify = cfg.verify; } // cfg.settings)));
 
-  args = [ "--repo" cfg.repo "--machine" cfg.machine "--verify" cfg.verify "--config" settingsFile ]
+  args = [ "--repo" cfg.repo "--machine" cfg.machine "--config" settingsFile ]
     ++ lib.optionals (cfg.sandboxRoot != null) [ "--sandbox-root" cfg.sandboxRoot ];
 in
 {
