@@ -354,7 +354,13 @@ int main(int argc, char **argv)
 
 	(void)sdglue_watchdog_start(d.loop);
 	log_info("serving %s on %s (machine %s)", d.cfg.repo, d.cfg.socket_path, d.cfg.machine);
-	sdglue_ready("ready");
+	{
+		char status[96];
+
+		snprintf(status, sizeof(status), "watching %zu workspaces",
+			 methods_n_workspaces(d.m));
+		sdglue_ready(status);
+	}
 
 	uv_run(d.loop, UV_RUN_DEFAULT);
 	ret = 0;

@@ -110,8 +110,9 @@ struct methods {
 	bool recheck_pending;
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
-	bool dir_started;
-	int n_open_handles;
+	bool dir_started, dir_inited;
+	int n_open_handles;          /* open handles and pool jobs holding us */
+	bool state_saving, state_again; /* a state write is on the pool / another is due */
 	char *info_text;             /* rendered daemon.info result */
 	time_t info_time;            /* ... at this second */
 	const struct flake *info_flake; /* ... for this model */
@@ -1297,6 +1298,81 @@ static struct json_object *hk_event(const struct hk_item *it)
 	return ev;
 }
 
+/* ---- the state file, written on the pool ------------------------------------------------ */
+
+struct state_job {
+	uv_work_t work;              /* first member */
+	struct methods *m;           /* kept alive by n_open_handles */
+	char *path, *dump;           /* owned */
+	int r;
+	struct ws_err err;
+};
+
+static void methods_unref(struct methods *m);
+
+static void state_work_cb(uv_work_t *w)
+{
+	struct state_job *j = (struct state_job *)w;
+
+	j->r = fsutil_replace(j->path, j->dump, strlen(j->dump), FSUTIL_PRIVATE, &j->err);
+}
+
+static void state_save_later(struct methods *m);
+
+static void state_done_cb(uv_work_t *w, int status)
+{
+	struct state_job *j = (struct state_job *)w;
+	struct methods *m = j->m;
+
+	if (j->r < 0)
+		log_error("cannot save the state file: %s", j->err.message);
+	ws_err_clear(&j->err);
+	free(j->path);
+	free(j->dump);
+	free(j);
+	m->state_saving = false;
+	if (m->state_again && m->d) {
+		m->state_again = false;
+		state_save_later(m);
+	}
+	methods_unref(m);
+}
+
+/* Saves the state without blocking the loop: the dump is taken now, written and fsync'd on
+ * the pool. One write at a time; a request meanwhile is served once it is done, with the
+ * state as it is then. */
+static void state_save_later(struct methods *m)
+{
+	struct state_job *j;
+	struct ws_err err = {0};
+
+	if (m->state_saving) {
+		m->state_again = true;
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j) {
+		j->m = m;
+		j->path = strdup(m->d->state_file);
+		j->dump = state_dump(m->d->state);
+	}
+	if (!j || !j->path || !j->dump ||
+	    uv_queue_work(m->d->loop, &j->work, state_work_cb, state_done_cb) < 0) {
+		if (j) {
+			free(j->path);
+			free(j->dump);
+			free(j);
+		}
+		/* rather late than never */
+		if (state_save(m->d->state, &err) < 0)
+			log_error("cannot save the state file: %s", err.message);
+		ws_err_clear(&err);
+		return;
+	}
+	m->state_saving = true;
+	m->n_open_handles++; /* the job holds @m */
+}
+
 static void hostkey_done_cb(uv_work_t *w, int status)
 {
 	struct write_op *op = (struct write_op *)w;
@@ -1348,9 +1424,8 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			break;
 		}
 	}
-	if (state_dirty && state_save(m->d->state, &err) < 0)
-		log_error("cannot save the state file: %s", err.message);
-	ws_err_clear(&err);
+	if (state_dirty)
+		state_save_later(m);
 
 	if (op->call) {
 		struct hk_item *it = &op->hk[0];
@@ -1719,8 +1794,8 @@ static void release_removed(struct methods *m, char **names, const uint32_t *ips
 			dirty = true;
 		}
 	}
-	if (dirty && state_save(m->d->state, &err) < 0)
-		log_error("cannot save the state file: %s", err.message);
+	if (dirty)
+		state_save_later(m);
 	ws_err_clear(&err);
 }
 
@@ -1817,6 +1892,7 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 	m->n_open_handles = 1;
 	r = uv_fs_event_init(d->loop, &m->dir_ev);
 	if (r == 0) {
+		m->dir_inited = true;
 		m->dir_ev.data = m;
 		m->n_open_handles++;
 		r = uv_fs_event_start(&m->dir_ev, dir_event_cb, d->machine_dir, 0);
@@ -1837,6 +1913,11 @@ void methods_start_watching(struct methods *m)
 	update_watched_names(m);
 }
 
+size_t methods_n_workspaces(const struct methods *m)
+{
+	return m->flake ? flake_n_entries(m->flake) : 0;
+}
+
 bool methods_idle(const struct methods *m)
 {
 	return !m->busy && !m->head;
@@ -1844,8 +1925,11 @@ bool methods_idle(const struct methods *m)
 
 static void handle_closed_cb(uv_handle_t *h)
 {
-	struct methods *m = h->data;
+	methods_unref(h->data);
+}
 
+static void methods_unref(struct methods *m)
+{
 	if (--m->n_open_handles == 0) {
 		flake_free(m->flake);
 		ws_err_clear(&m->flake_err);
@@ -1862,7 +1946,7 @@ void methods_free(struct methods *m)
 	m->d->m = NULL;
 	if (m->dir_started)
 		(void)uv_fs_event_stop(&m->dir_ev);
-	if (m->n_open_handles == 2)
+	if (m->dir_inited)
 		uv_close((uv_handle_t *)&m->dir_ev, handle_closed_cb);
 	uv_close((uv_handle_t *)&m->dir_timer, handle_closed_cb);
 }

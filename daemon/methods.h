@@ -24,6 +24,8 @@ const struct rpc_method *methods_table(size_t *ret_n);
 void methods_hostkeys_cb(void *userdata, const char *const *names, size_t n);
 /* Tells the host-key watcher (d->hk, once created) which names are declared. */
 void methods_start_watching(struct methods *m);
+/* Declared workspaces in the cached model (0 while the file does not parse). */
+size_t methods_n_workspaces(const struct methods *m);
 /* No write is running or queued. */
 bool methods_idle(const struct methods *m);
 /* A workspace unit's state changed (unitstate_changed_fn): emits unit.changed. */

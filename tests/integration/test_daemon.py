@@ -256,7 +256,13 @@ class Create(DaemonTest):
         repo.write(repo.machine_rel, text[:start] + text[end:])
         ev = sub.recv(timeout=10)["params"]
         self.assertEqual(ev["type"], "config.changed")
-        with open(os.path.join(repo.state_dir, "state.json")) as f:
+        # the state file is written off the event loop, just after the event
+        state = os.path.join(repo.state_dir, "state.json")
+        end = time.time() + 5
+        while time.time() < end and not (os.path.exists(state) and
+                                         "192.168.83.51" in open(state).read()):
+            time.sleep(0.05)
+        with open(state) as f:
             self.assertIn("192.168.83.51", f.read())
         res = self.assertOk(d.create("new1", "container"))
         self.assertEqual(res["workspace"]["ip"], "192.168.83.52",

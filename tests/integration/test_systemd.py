@@ -296,6 +296,8 @@ class Readiness(DaemonTest):
         self.assertTrue(all("\n" not in s and s for s in statuses), statuses)
         ready = [f for _, f in before if f.get("READY") == "1"]
         self.assertEqual(len(ready), 1)
+        # the status says what it is doing: the machine file declares workspaces
+        self.assertRegex(ready[0].get("STATUS", statuses[-1]), r"^watching \d+ workspaces$")
 
         # WATCHDOG=1 at about half of WATCHDOG_USEC: every ~200 ms
         got = notify.drain(1.2)
