@@ -83,6 +83,14 @@ class Wsctl(DaemonTest):
             self.assertEqual(p.returncode, 0, args)
             self.assertIn("wsctl", p.stdout.decode())
 
+    def test_wsctl_does_not_link_libgit2(self):
+        from wslib import WSCTL
+        import subprocess
+        out = subprocess.run(["ldd", WSCTL], capture_output=True).stdout.decode()
+        self.assertNotIn("libgit2", out)
+        self.assertNotIn("libuv", out)
+        self.assertNotIn("libsystemd", out)
+
     def test_dry_run(self):
         before = self.repo.snapshot()
         out = self.run_ok("create", "web", "--type", "container", "--dry-run")
