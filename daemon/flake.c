@@ -326,6 +326,36 @@ static int entry_attr(struct flake *f, size_t idx, const char *key, const struct
 		json_object_object_add(e->extra, key, json_object_new_string(text)); /* owns */
 		return 0;
 	}
+	/* A plain string literal means what it says wherever it stands: read it directly
+	 * (the common case, and far cheaper than evaluating the attribute by name). */
+	if (node && node->kind == NIX_NODE_STRING && nix_node_n_children(node) == 0 &&
+	    strcmp(key, "autoStart") != 0) {
+		WS_AUTOFREE char *lit = NULL;
+
+		r = nix_string_value(f->tree, node, &lit);
+		if (r == -ENOMEM)
+			return r;
+		if (r == 0) {
+			char **slot = strcmp(key, "type") == 0 ? &e->type
+				      : strcmp(key, "ip") == 0 ? &e->ip
+								 : &e->host_key;
+
+			free(*slot);
+			*slot = ws_steal(&lit);
+			if (strcmp(key, "ip") == 0) {
+				free(e->ip_expr);
+				e->ip_expr = NULL;
+			} else if (strcmp(key, "hostKey") == 0) {
+				in->hostkey = NULL;
+				in->hostkey_other = true;
+				if (literal_place && nix_node_token(node, NIX_TOK_STR_OPEN) >= 0) {
+					in->hostkey = node;
+					in->hostkey_other = false;
+				}
+			}
+			return 0;
+		}
+	}
 	r = v ? nix_eval_attr(f->ev, v, key, &val) : nix_eval_node(f->ev, node, &val);
 	if (r == -ENOMEM)
 		return r;
@@ -1320,8 +1350,24 @@ static void gen_hostkey(struct sbuf *b, const struct layout *lo, void *userdata)
 	sb_puts(b, ";");
 }
 
+static int set_hostkey(const struct flake *f, const char *name, const char *key, char **ret_buf,
+		       size_t *ret_len, struct flake **keep, struct ws_err *err);
+
 int flake_set_hostkey(const struct flake *f, const char *name, const char *key, char **ret_buf,
 		      size_t *ret_len, struct ws_err *err)
+{
+	return set_hostkey(f, name, key, ret_buf, ret_len, NULL, err);
+}
+
+int flake_set_hostkey_parsed(const struct flake *f, const char *name, const char *key,
+			     char **ret_buf, size_t *ret_len, struct flake **ret_flake,
+			     struct ws_err *err)
+{
+	return set_hostkey(f, name, key, ret_buf, ret_len, ret_flake, err);
+}
+
+static int set_hostkey(const struct flake *f, const char *name, const char *key, char **ret_buf,
+		       size_t *ret_len, struct flake **keep, struct ws_err *err)
 {
 	const struct entry_info *in = find_info(f, name);
 	struct hostkey_gen g = {.key = key};
@@ -1375,7 +1421,10 @@ int flake_set_hostkey(const struct flake *f, const char *name, const char *key, 
 			       "internal error: setting the host key of \"%s\" in '%s' failed", name,
 			       f->relpath);
 	}
-	flake_free(nf);
+	if (keep)
+		*keep = nf; /* the checked parse: the caller's new model */
+	else
+		flake_free(nf);
 	*ret_buf = out;
 	*ret_len = len;
 	return 0;

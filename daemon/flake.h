@@ -75,6 +75,12 @@ int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *
 int flake_set_hostkey(const struct flake *f, const char *name, const char *key, char **ret_buf,
 		      size_t *ret_len, struct ws_err *err);
 
+/* Like flake_set_hostkey(), and hands back the checked parse of the new file (free with
+ * flake_free()). */
+int flake_set_hostkey_parsed(const struct flake *f, const char *name, const char *key,
+			     char **ret_buf, size_t *ret_len, struct flake **ret_flake,
+			     struct ws_err *err);
+
 /* The contents of a new machines/HOST/workspaces/NAME.nix. malloc'd. */
 char *flake_workspace_template(const char *name, enum ws_type type);
 

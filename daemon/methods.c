@@ -92,6 +92,7 @@ struct write_op {
 	char ip[16];
 	struct flake *new_flake;     /* parse of main_new, handed to the loop */
 	bool undo_done;
+	bool collect;                /* hostkey_edit keeps its final parse in new_flake */
 	struct verify_job *vjob;
 	struct json_object *verify_result;
 };
@@ -1155,14 +1156,16 @@ void methods_workspace_create(struct rpc_call *call, struct json_object *params)
 
 /* ---- host keys ----------------------------------------------------------------------- */
 
+/* Applies every registration of @op to @f, one checked edit after another; each edit's
+ * checked parse is the base of the next. With op->collect, the last parse becomes
+ * op->new_flake. */
 static int hostkey_edit(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
 			struct ws_err *err)
 {
 	WS_AUTOFREE char *cur = NULL;
+	struct flake *fc = NULL;
 	size_t cur_len = 0;
 	const char *b;
-	bool any = false;
-	struct flake *fc = NULL;
 	int r = 0;
 
 	b = flake_bytes(f, &cur_len);
@@ -1172,27 +1175,32 @@ static int hostkey_edit(struct write_op *op, const struct flake *f, char **ret, 
 	memcpy(cur, b, cur_len);
 	cur[cur_len] = '\0';
 	for (size_t i = 0; i < op->n_hk; i++) {
+		struct flake *next_f = NULL;
 		char *next = NULL;
 		size_t next_len = 0;
 
 		if (op->hk[i].status != HK_REGISTERED)
 			continue;
-		r = flake_parse(op->machine_rel, cur, cur_len, &fc, err);
+		r = flake_set_hostkey_parsed(fc ? fc : f, op->hk[i].name, op->hk[i].key, &next,
+					     &next_len, &next_f, err);
 		if (r < 0)
 			break;
-		r = flake_set_hostkey(fc, op->hk[i].name, op->hk[i].key, &next, &next_len, err);
 		flake_free(fc);
-		fc = NULL;
-		if (r < 0)
-			break;
+		fc = next_f;
 		free(cur);
 		cur = next;
 		cur_len = next_len;
-		any = true;
 	}
-	if (r < 0)
+	if (r < 0) {
+		flake_free(fc);
 		return r;
-	(void)any;
+	}
+	if (op->collect && fc) {
+		flake_free(op->new_flake);
+		op->new_flake = fc;
+	} else {
+		flake_free(fc);
+	}
 	*ret = ws_steal(&cur);
 	*ret_len = cur_len;
 	return 0;
@@ -1262,11 +1270,9 @@ static void hostkey_work_cb(uv_work_t *w)
 	}
 	if (!any)
 		goto out;
+	op->collect = true; /* the main file's edit: keep its checked parse as the model */
 	r = hostkey_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
-	if (r < 0)
-		goto out;
-	r = flake_parse(op->machine_rel, op->main_new, op->main_new_len, &op->new_flake,
-			&op->err);
+	op->collect = false;
 	if (r < 0)
 		goto out;
 	r = write_and_stage(op, hostkey_edit, NULL, 0);
