@@ -187,17 +187,18 @@ static void names_free(char **names, int n)
 	free(names);
 }
 
-static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
-	WS_PRINTF(3, 4);
-static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
+void ws_entry_add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
 {
-	struct json_object *p = json_object_new_object();
+	struct json_object *p;
 	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (!e->problems)
+		e->problems = json_object_new_array();
+	p = json_object_new_object();
 	json_object_object_add(p, "kind", json_object_new_string(kind)); /* p owns it */
 	json_object_object_add(p, "message", json_object_new_string(msg));
 	json_object_array_add(e->problems, p); /* problems now owns p */
@@ -459,7 +460,7 @@ static int found_entry(struct flake *f, const char *name, const struct nix_node 
 	if (r < 0 || nix_value_kind(v) != NIX_V_ATTRS) {
 		WS_AUTOFREE char *text = nix_node_text(f->tree, value);
 
-		add_problem(e, "CONFIG_UNSUPPORTED",
+		ws_entry_add_problem(e, "CONFIG_UNSUPPORTED",
 			    "the entry is not an attribute set and cannot be evaluated here: %s",
 			    text ? text : "?");
 		return 0;
@@ -729,14 +730,15 @@ int flake_parse(const char *relpath, const char *buf, size_t len, struct flake *
 		if (json_object_array_length(e->problems) > 0)
 			continue; /* unreadable: nothing more to say */
 		if (t < 0)
-			add_problem(e, "TYPE_INVALID", "type %s%s%s is not vm, container or incus",
+			ws_entry_add_problem(e, "TYPE_INVALID",
+					     "type %s%s%s is not vm, container or incus",
 				    e->type ? "\"" : "", e->type ? e->type : "(not a literal)",
 				    e->type ? "\"" : "");
 		if (ws_name_validate(e->name, t < 0 ? WS_TYPE_COUNT : (enum ws_type)t, &nerr) < 0)
-			add_problem(e, "NAME_INVALID", "%s", nerr.message);
+			ws_entry_add_problem(e, "NAME_INVALID", "%s", nerr.message);
 		ws_err_clear(&nerr);
 		if (!e->config)
-			add_problem(e, "CONFIG_MISSING", "the entry has no config");
+			ws_entry_add_problem(e, "CONFIG_MISSING", "the entry has no config");
 	}
 	*ret_flake = f;
 	return 0;

@@ -30,6 +30,10 @@ struct ws_entry {
 	struct json_object *problems; /* owned array of {kind, message}; see ipam_annotate() */
 };
 
+/* Appends {kind, message} to e->problems (made if absent). */
+void ws_entry_add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
+	WS_PRINTF(3, 4);
+
 struct flake;
 
 /* Parses @buf (copied) as the machine file @relpath (used in errors: file, line, column).

@@ -76,7 +76,7 @@ static mode_t current_umask(void)
 	return r;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+int fsutil_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -218,7 +218,7 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 	}
 
 	what = "write";
-	r = write_all(fd, buf, len);
+	r = fsutil_write_all(fd, buf, len);
 	if (r < 0)
 		goto fail;
 	what = "set the mode of";

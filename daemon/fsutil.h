@@ -28,6 +28,8 @@ int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		   struct ws_err *err);
 
+/* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
+int fsutil_write_all(int fd, const void *buf, size_t len);
 /* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */
 int fsutil_remove(const char *path);
 /* mkdir -p with @mode (less the umask) for each created component; existing directories

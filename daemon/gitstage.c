@@ -445,21 +445,6 @@ int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t k = write(fd, p, len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
-}
 
 int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
 			   struct ws_err *err)
@@ -487,7 +472,7 @@ int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int 
 
 	if (buf) {
 		what = "write";
-		r = write_all(fd, buf, len);
+		r = fsutil_write_all(fd, buf, len);
 		if (r < 0)
 			goto fail;
 		if (fsync(fd) < 0) {

@@ -286,24 +286,6 @@ int ipam_pick(const struct ipam_cfg *c, enum ws_type type, const struct ws_entry
 	}
 }
 
-static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
-	WS_PRINTF(3, 4);
-static void add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
-{
-	struct json_object *p;
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (!e->problems)
-		e->problems = json_object_new_array();
-	p = json_object_new_object();
-	json_object_object_add(p, "kind", json_object_new_string(kind)); /* p owns it */
-	json_object_object_add(p, "message", json_object_new_string(msg));
-	json_object_array_add(e->problems, p); /* problems now owns p */
-}
 
 void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 {
@@ -319,7 +301,7 @@ void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 		if (!e->ip)
 			continue;
 		if (ipam_parse_ip(e->ip, &ip) < 0 || !usable(c, ip)) {
-			add_problem(e, "IP_INVALID",
+			ws_entry_add_problem(e, "IP_INVALID",
 				    "\"%s\" is not a usable IPv4 address in the subnet", e->ip);
 			continue;
 		}
@@ -331,7 +313,8 @@ void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 
 			ipam_format(c->first[t], a);
 			ipam_format(c->last[t], b);
-			add_problem(e, "IP_OUT_OF_RANGE", "%s is outside the %s range %s-%s", e->ip,
+			ws_entry_add_problem(e, "IP_OUT_OF_RANGE",
+					     "%s is outside the %s range %s-%s", e->ip,
 				    e->type, a, b);
 		}
 	}
@@ -348,7 +331,8 @@ void ipam_annotate(const struct ipam_cfg *c, struct ws_entry *entries, size_t n)
 			struct ws_entry *e = &entries[by_ip[k].idx];
 			const struct ws_entry *o = &entries[by_ip[k == g ? g + 1 : g].idx];
 
-			add_problem(e, "IP_DUPLICATE", "%s is also held by \"%s\"", e->ip, o->name);
+			ws_entry_add_problem(e, "IP_DUPLICATE", "%s is also held by \"%s\"", e->ip,
+					     o->name);
 		}
 		g = end;
 	}

@@ -320,6 +320,15 @@ int main(int argc, char **argv)
 		log_error("cannot start: %s", strerror(-r));
 		goto out;
 	}
+	/* before the socket exists: a client may signal us as soon as it can connect */
+	uv_signal_init(d.loop, &sig_int);
+	uv_signal_init(d.loop, &sig_term);
+	uv_signal_init(d.loop, &sig_hup);
+	sig_int.data = sig_term.data = sig_hup.data = &d;
+	uv_signal_start(&sig_int, stop_signal_cb, SIGINT);
+	uv_signal_start(&sig_term, stop_signal_cb, SIGTERM);
+	uv_signal_start(&sig_hup, hup_signal_cb, SIGHUP);
+	signals_started = true;
 	r = start_listening(&d, &err);
 	if (r < 0) {
 		log_error("%s", err.message[0] ? err.message : strerror(-r));
@@ -343,14 +352,6 @@ int main(int argc, char **argv)
 	}
 	methods_start_watching(d.m);
 
-	uv_signal_init(d.loop, &sig_int);
-	uv_signal_init(d.loop, &sig_term);
-	uv_signal_init(d.loop, &sig_hup);
-	sig_int.data = sig_term.data = sig_hup.data = &d;
-	uv_signal_start(&sig_int, stop_signal_cb, SIGINT);
-	uv_signal_start(&sig_term, stop_signal_cb, SIGTERM);
-	uv_signal_start(&sig_hup, hup_signal_cb, SIGHUP);
-	signals_started = true;
 
 	(void)sdglue_watchdog_start(d.loop);
 	log_info("serving %s on %s (machine %s)", d.cfg.repo, d.cfg.socket_path, d.cfg.machine);
