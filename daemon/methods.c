@@ -114,6 +114,8 @@ struct methods {
 	bool dir_started, dir_inited;
 	int n_open_handles;          /* open handles and pool jobs holding us */
 	bool state_saving, state_again; /* a state write is on the pool / another is due */
+	struct json_object *mismatch; /* owned: name -> message of a refused key, until the
+				       * key file is trusted again or replaced */
 	char *info_text;             /* rendered daemon.info result */
 	time_t info_time;            /* ... at this second */
 	const struct flake *info_flake; /* ... for this model */
@@ -357,8 +359,22 @@ static struct json_object *entry_json(struct methods *m, const struct ws_entry *
 	json_object_object_add(o, "source", src); /* o now owns src */
 	json_object_object_add(o, "extra",
 			       e->extra ? json_object_get(e->extra) : json_object_new_object());
-	json_object_object_add(o, "problems", e->problems ? json_object_get(e->problems)
-							  : json_object_new_array());
+	{
+		struct json_object *probs = json_object_new_array(), *mm = NULL;
+		size_t np = e->problems ? json_object_array_length(e->problems) : 0;
+
+		for (size_t i = 0; i < np; i++)
+			json_object_array_add(probs, json_object_get(
+							     json_object_array_get_idx(e->problems, i)));
+		if (m->mismatch && json_object_object_get_ex(m->mismatch, e->name, &mm)) {
+			struct json_object *p = json_object_new_object();
+
+			json_object_object_add(p, "kind", json_object_new_string("HOSTKEY_MISMATCH"));
+			json_object_object_add(p, "message", json_object_get(mm));
+			json_object_array_add(probs, p); /* probs now owns p */
+		}
+		json_object_object_add(o, "problems", probs); /* o now owns probs */
+	}
 	return o;
 }
 
@@ -1385,6 +1401,22 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 			(void)state_set_hostkey(m->d->state, it->name, it->key);
 			state_dirty = true;
 		}
+		if (it->status == HK_MISMATCH && it->key && it->old_key) {
+			WS_AUTOFREE char *fp = NULL, *old_fp = NULL;
+			char msg[400];
+
+			(void)hostkey_fingerprint(it->key, &fp);
+			(void)hostkey_fingerprint(it->old_key, &old_fp);
+			snprintf(msg, sizeof(msg),
+				 "the key file holds %s, not the registered %s; 'wsctl hostkey %s "
+				 "--replace' trusts the new one",
+				 fp ? fp : "?", old_fp ? old_fp : "?", it->name);
+			if (!m->mismatch)
+				m->mismatch = json_object_new_object();
+			json_object_object_add(m->mismatch, it->name, json_object_new_string(msg));
+		} else if ((it->status == HK_REGISTERED || it->status == HK_SAME) && m->mismatch) {
+			json_object_object_del(m->mismatch, it->name);
+		}
 		switch (it->status) {
 		case HK_REGISTERED:
 			log_ctx(LOG_LVL_INFO, it->name, op->request_id,
@@ -1923,6 +1955,7 @@ static void methods_unref(struct methods *m)
 		ws_err_clear(&m->flake_err);
 		free(m->bytes);
 		free(m->info_text);
+		json_putp(&m->mismatch);
 		free(m);
 	}
 }

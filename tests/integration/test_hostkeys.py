@@ -245,6 +245,8 @@ class HostKeys(DaemonTest):
         for k in before:
             if "ssh-host-keys" not in k:
                 self.assertEqual(before[k], after[k], k)
+        shown = self.d.call("workspace.show", {"name": "alpha"})["result"]
+        self.assertIn("HOSTKEY_MISMATCH", [p["kind"] for p in shown["problems"]])
         err = self.d.call("workspace.hostkey", {"name": "alpha"})["error"]
         self.assertEqual(err["code"], 1032)
         p = self.d.wsctl("hostkey", "alpha", "--replace")
@@ -257,6 +259,8 @@ class HostKeys(DaemonTest):
         self.assertIn('hostKey = "%s";' % canonical2, work)
         self.assertNotIn(canonical, work)
         self.assertIn(canonical2, self.staged_hostkey("alpha"))
+        shown = self.d.call("workspace.show", {"name": "alpha"})["result"]
+        self.assertNotIn("HOSTKEY_MISMATCH", [p["kind"] for p in shown["problems"]])
 
     def test_undeclared_directory_ignored(self):
         self.start_daemon()
