@@ -463,6 +463,9 @@ static int found_entry(struct flake *f, const char *name, const struct nix_node 
 		ws_entry_add_problem(e, "CONFIG_UNSUPPORTED",
 			    "the entry is not an attribute set and cannot be evaluated here: %s",
 			    text ? text : "?");
+		/* its address is unknown, not absent: automatic allocation must not guess */
+		if (!e->ip && !e->ip_expr)
+			e->ip_expr = ws_steal(&text);
 		return 0;
 	}
 	if (inner->kind == NIX_NODE_ATTRSET)
@@ -1084,22 +1087,37 @@ static int plan_in_set(const struct flake *f, const struct nix_node *set,
 		indent_unit(f, NULL, lo.unit, sizeof(lo.unit));
 		lo.nl = newline_at(f, (size_t)ob);
 		line_indent(f, (size_t)ob, outer, sizeof(outer));
+		/* Only insertions: the blank between the braces is the user's and stays. */
+		const char *nl_in = blank ? memchr(f->buf + ob + 1, '\n', (size_t)(cb - ob - 1))
+					  : NULL;
+
+		ret->from = (size_t)ob + 1;
 		if (!memchr(f->buf, '\n', f->len)) {
 			lo.one_line = true;
 			sb_puts(&b, " ");
 			gen(&b, &lo, userdata);
 			sb_puts(&b, " ");
+		} else if (nl_in) {
+			/* `{` NL ... `}`: a line of its own right after the brace's line */
+			join(lo.indent, sizeof(lo.indent), outer, lo.unit);
+			join(lo.inner, sizeof(lo.inner), lo.indent, lo.unit);
+			sb_puts(&b, lo.indent);
+			gen(&b, &lo, userdata);
+			sb_puts(&b, lo.nl);
+			ret->from = (size_t)(nl_in - f->buf) + 1;
 		} else {
 			join(lo.indent, sizeof(lo.indent), outer, lo.unit);
 			join(lo.inner, sizeof(lo.inner), lo.indent, lo.unit);
 			sb_printf(&b, "%s%s", lo.nl, lo.indent);
 			gen(&b, &lo, userdata);
 			sb_puts(&b, lo.nl);
-			if (blank)
+			if (blank) {
+				/* `{ }`: the entry goes before the closing brace */
 				sb_puts(&b, outer);
+				ret->from = (size_t)cb;
+			}
 		}
-		ret->from = (size_t)ob + 1;
-		ret->to = blank ? (size_t)cb : (size_t)ob + 1;
+		ret->to = ret->from;
 	}
 	if (b.oom) {
 		free(b.s);

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import unittest
 
-from wslib import DaemonTest, Daemon, FIXTURES, fixture, nix_parse_ok, have, main
+from wslib import DaemonTest, Daemon, fixture, nix_parse_ok, have, main
 
 SUBNET = "192.168.83."
 RANGES = {"vm": (10, 49), "container": (50, 89), "incus": (90, 129)}
@@ -256,7 +256,7 @@ def systematic():
 
 
 def S(text):
-    return text.replace("\n", "\n").encode()
+    return text.encode()
 
 
 H = "{ config, lib, pkgs, ... }:\n"
@@ -396,6 +396,24 @@ def specials():
         sibs=[b"      \"my-a\" = {"])
     add("trailing-comment-after-set", S(H + "{\n" + BLK + "}\n# } ; trailing\n/* { */\n"),
         "nw", "vm", must=True, sibs=SIB_A)
+    add("value-inherit-ip", S(H + "let\n  ip = \"192.168.83.10\";\nin\n{\n  sandboxed-workspace = {\n"
+                              "    enable = true;\n    workspaces.a = {\n      inherit ip;\n"
+                              "      type = \"vm\";\n      config = ./workspaces/a.nix;\n    };\n  };\n}\n"),
+        "nw", "vm", sibs=SIB_A)
+    add("block-rec", S(H + "{\n  sandboxed-workspace = rec {\n    enable = true;\n"
+                       "    workspaces.a = {\n      type = \"vm\";\n      config = ./workspaces/a.nix;\n"
+                       "      ip = \"192.168.83.10\";\n    };\n  };\n}\n"), "nw", "vm", sibs=SIB_A)
+    add("dotted-workspaces-set", S(H + "{\n  sandboxed-workspace.enable = true;\n"
+                                   "  sandboxed-workspace.workspaces = {\n    a = {\n      type = \"vm\";\n"
+                                   "      config = ./workspaces/a.nix;\n      ip = \"192.168.83.10\";\n"
+                                   "    };\n  };\n}\n"), "nw", "vm", must=True, sibs=[b"    a = {"])
+    add("dynamic-attr", S(H + "{\n  ${\"sandboxed-workspace\"}.workspaces.a = {\n      type = \"vm\";\n"
+                          "      config = ./workspaces/a.nix;\n      ip = \"192.168.83.10\";\n  };\n}\n"),
+        "nw", "vm")
+    add("entries-before-enable", S(H + "{\n  sandboxed-workspace.workspaces.a = { type = \"vm\";"
+                                   " config = ./workspaces/a.nix; ip = \"192.168.83.10\"; };\n"
+                                   "  sandboxed-workspace = {\n    enable = true;\n  };\n}\n"),
+        "nw", "vm", must=True, sibs=[b"  sandboxed-workspace.workspaces.a", b"    enable = true;"])
     # errors the contract names
     add("exists", S(H + "{\n" + BLK + "}\n"), "a", "container", expect_err="EXISTS")
     add("exists-dotted", S(H + "{\n  sandboxed-workspace.workspaces.\"q\" = { type = \"vm\";"

@@ -1,4 +1,4 @@
-{ ... }: {
+{ ... }: { 
   sandboxed-workspace = {
     enable = true;
     workspaces.dev = {

@@ -2,7 +2,7 @@ rec {
   name = "h";
   sandboxed-workspace = {
     enable = true;
-    workspaces = {
+    workspaces = { 
       a = {
         type = "incus";
         config = ./workspaces/a.nix;
