@@ -783,81 +783,33 @@ static const struct entry_info *find_info(const struct flake *f, const char *nam
 /* ---- planning edits ------------------------------------------------------------------ */
 
 /* A growable output string. */
-struct sbuf {
-	char *s;
-	size_t len, cap;
-	bool oom;
-};
 
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
 
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->s, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->s = p;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
 
-static void sb_puts(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) WS_PRINTF(2, 3);
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	char *s = NULL;
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		b->oom = true;
-		return;
-	}
-	sb_add(b, s, (size_t)n);
-	free(s);
-}
 
 /* A Nix string literal for @s. */
-static void sb_nix_string(struct sbuf *b, const char *s)
+static void sb_nix_string(struct ws_buf *b, const char *s)
 {
-	sb_puts(b, "\"");
+	ws_buf_puts(b, "\"");
 	for (; *s; s++) {
 		if (*s == '"' || *s == '\\' || (*s == '$' && s[1] == '{'))
-			sb_add(b, "\\", 1);
+			ws_buf_add(b, "\\", 1);
 		if (*s == '\n')
-			sb_puts(b, "\\n");
+			ws_buf_puts(b, "\\n");
 		else if (*s == '\r')
-			sb_puts(b, "\\r");
+			ws_buf_puts(b, "\\r");
 		else if (*s == '\t')
-			sb_puts(b, "\\t");
+			ws_buf_puts(b, "\\t");
 		else
-			sb_add(b, s, 1);
+			ws_buf_add(b, s, 1);
 	}
-	sb_puts(b, "\"");
+	ws_buf_puts(b, "\"");
 }
 
-static void sb_attr(struct sbuf *b, const char *name)
+static void sb_attr(struct ws_buf *b, const char *name)
 {
 	if (ws_nix_ident_ok(name))
-		sb_puts(b, name);
+		ws_buf_puts(b, name);
 	else
 		sb_nix_string(b, name);
 }
@@ -1001,30 +953,30 @@ static void layout_after(const struct flake *f, const struct nix_node *set,
 }
 
 /* Writes `PATH = { type = ...; ... };` (without leading indentation). */
-static void write_entry(struct sbuf *b, const struct layout *lo, char **path, size_t n,
+static void write_entry(struct ws_buf *b, const struct layout *lo, char **path, size_t n,
 			const struct flake_new_entry *e)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0)
-			sb_puts(b, ".");
+			ws_buf_puts(b, ".");
 		sb_attr(b, path[i]);
 	}
 	if (lo->one_line) {
-		sb_printf(b, " = { type = \"%s\"; config = %s; ip = ", ws_type_to_string(e->type),
+		ws_buf_printf(b, " = { type = \"%s\"; config = %s; ip = ", ws_type_to_string(e->type),
 			  e->config);
 		sb_nix_string(b, e->ip);
-		sb_puts(b, e->auto_start ? "; autoStart = true; };" : "; };");
+		ws_buf_puts(b, e->auto_start ? "; autoStart = true; };" : "; };");
 		return;
 	}
-	sb_printf(b, " = {%s", lo->nl);
-	sb_printf(b, "%stype = \"%s\";%s", lo->inner, ws_type_to_string(e->type), lo->nl);
-	sb_printf(b, "%sconfig = %s;%s", lo->inner, e->config, lo->nl);
-	sb_printf(b, "%sip = ", lo->inner);
+	ws_buf_printf(b, " = {%s", lo->nl);
+	ws_buf_printf(b, "%stype = \"%s\";%s", lo->inner, ws_type_to_string(e->type), lo->nl);
+	ws_buf_printf(b, "%sconfig = %s;%s", lo->inner, e->config, lo->nl);
+	ws_buf_printf(b, "%sip = ", lo->inner);
 	sb_nix_string(b, e->ip);
-	sb_printf(b, ";%s", lo->nl);
+	ws_buf_printf(b, ";%s", lo->nl);
 	if (e->auto_start)
-		sb_printf(b, "%sautoStart = true;%s", lo->inner, lo->nl);
-	sb_printf(b, "%s};", lo->indent);
+		ws_buf_printf(b, "%sautoStart = true;%s", lo->inner, lo->nl);
+	ws_buf_printf(b, "%s};", lo->indent);
 }
 
 /* A planned splice: replace [from, to) with text. */
@@ -1048,13 +1000,13 @@ static const struct nix_node *last_binding(const struct nix_node *set)
 
 /* Text @body (a binding, built by @gen for a layout) goes into @set: after @anchor (or the
  * set's last binding), or into the empty set. */
-typedef void (*gen_fn)(struct sbuf *b, const struct layout *lo, void *userdata);
+typedef void (*gen_fn)(struct ws_buf *b, const struct layout *lo, void *userdata);
 
 static int plan_in_set(const struct flake *f, const struct nix_node *set,
 		       const struct nix_node *anchor, bool blank_line, gen_fn gen, void *userdata,
 		       struct splice *ret)
 {
-	struct sbuf b = {0};
+	struct ws_buf b = {0};
 	struct layout lo;
 
 	if (!anchor)
@@ -1062,12 +1014,12 @@ static int plan_in_set(const struct flake *f, const struct nix_node *set,
 	if (anchor) {
 		layout_after(f, set, anchor, &lo);
 		if (lo.own_line) {
-			sb_puts(&b, lo.nl);
+			ws_buf_puts(&b, lo.nl);
 			if (blank_line)
-				sb_puts(&b, lo.nl);
-			sb_puts(&b, lo.indent);
+				ws_buf_puts(&b, lo.nl);
+			ws_buf_puts(&b, lo.indent);
 		} else {
-			sb_puts(&b, " ");
+			ws_buf_puts(&b, " ");
 		}
 		gen(&b, &lo, userdata);
 		ret->from = ret->to = lo.at;
@@ -1094,26 +1046,26 @@ static int plan_in_set(const struct flake *f, const struct nix_node *set,
 		ret->from = (size_t)ob + 1;
 		if (!memchr(f->buf, '\n', f->len)) {
 			lo.one_line = true;
-			sb_puts(&b, " ");
+			ws_buf_puts(&b, " ");
 			gen(&b, &lo, userdata);
-			sb_puts(&b, " ");
+			ws_buf_puts(&b, " ");
 		} else if (nl_in) {
 			/* `{` NL ... `}`: a line of its own right after the brace's line */
 			join(lo.indent, sizeof(lo.indent), outer, lo.unit);
 			join(lo.inner, sizeof(lo.inner), lo.indent, lo.unit);
-			sb_puts(&b, lo.indent);
+			ws_buf_puts(&b, lo.indent);
 			gen(&b, &lo, userdata);
-			sb_puts(&b, lo.nl);
+			ws_buf_puts(&b, lo.nl);
 			ret->from = (size_t)(nl_in - f->buf) + 1;
 		} else {
 			join(lo.indent, sizeof(lo.indent), outer, lo.unit);
 			join(lo.inner, sizeof(lo.inner), lo.indent, lo.unit);
-			sb_printf(&b, "%s%s", lo.nl, lo.indent);
+			ws_buf_printf(&b, "%s%s", lo.nl, lo.indent);
 			gen(&b, &lo, userdata);
-			sb_puts(&b, lo.nl);
+			ws_buf_puts(&b, lo.nl);
 			if (blank) {
 				/* `{ }`: the entry goes before the closing brace */
-				sb_puts(&b, outer);
+				ws_buf_puts(&b, outer);
 				ret->from = (size_t)cb;
 			}
 		}
@@ -1136,7 +1088,7 @@ struct entry_gen {
 	bool block; /* wrap in `sandboxed-workspace = { enable = true; ... };` */
 };
 
-static void gen_entry(struct sbuf *b, const struct layout *lo0, void *userdata)
+static void gen_entry(struct ws_buf *b, const struct layout *lo0, void *userdata)
 {
 	struct entry_gen *g = userdata;
 	struct layout lo = *lo0;
@@ -1156,9 +1108,9 @@ static void gen_entry(struct sbuf *b, const struct layout *lo0, void *userdata)
 		return;
 	}
 	if (lo.one_line) {
-		sb_puts(b, SW_ATTR " = { enable = true; ");
+		ws_buf_puts(b, SW_ATTR " = { enable = true; ");
 		write_entry(b, &lo, g->path, g->n, g->e);
-		sb_puts(b, " };");
+		ws_buf_puts(b, " };");
 		return;
 	}
 	{
@@ -1166,10 +1118,10 @@ static void gen_entry(struct sbuf *b, const struct layout *lo0, void *userdata)
 
 		join(in.indent, sizeof(in.indent), lo.indent, lo.unit);
 		join(in.inner, sizeof(in.inner), in.indent, lo.unit);
-		sb_printf(b, SW_ATTR " = {%s%senable = true;%s%s", lo.nl, in.indent, lo.nl,
+		ws_buf_printf(b, SW_ATTR " = {%s%senable = true;%s%s", lo.nl, in.indent, lo.nl,
 			  in.indent);
 		write_entry(b, &in, g->path, g->n, g->e);
-		sb_printf(b, "%s%s};", lo.nl, lo.indent);
+		ws_buf_printf(b, "%s%s};", lo.nl, lo.indent);
 	}
 }
 
@@ -1361,13 +1313,13 @@ struct hostkey_gen {
 	const char *key;
 };
 
-static void gen_hostkey(struct sbuf *b, const struct layout *lo, void *userdata)
+static void gen_hostkey(struct ws_buf *b, const struct layout *lo, void *userdata)
 {
 	struct hostkey_gen *g = userdata;
 
-	sb_puts(b, "hostKey = ");
+	ws_buf_puts(b, "hostKey = ");
 	sb_nix_string(b, g->key);
-	sb_puts(b, ";");
+	ws_buf_puts(b, ";");
 }
 
 static int set_hostkey(const struct flake *f, const char *name, const char *key, char **ret_buf,
@@ -1406,7 +1358,7 @@ static int set_hostkey(const struct flake *f, const char *name, const char *key,
 		return -ENOENT;
 	}
 	if (in->hostkey) {
-		struct sbuf b = {0};
+		struct ws_buf b = {0};
 
 		sb_nix_string(&b, key);
 		if (b.oom) {

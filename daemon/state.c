@@ -41,47 +41,16 @@ struct state {
 };
 
 /* A growing text buffer for the canonical writer. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
 
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
 
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
 
-static void sb_puts(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-static void sb_indent(struct sbuf *b, int indent)
+static void sb_indent(struct ws_buf *b, int indent)
 {
 	if (indent < 0)
 		return;
-	sb_add(b, "\n", 1);
+	ws_buf_add(b, "\n", 1);
 	for (int i = 0; i < indent; i++)
-		sb_add(b, "  ", 2);
+		ws_buf_add(b, "  ", 2);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -89,7 +58,7 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void sb_string(struct sbuf *b, const char *s)
+static void sb_string(struct ws_buf *b, const char *s)
 {
 	struct json_object *o = json_object_new_string(s);
 
@@ -97,14 +66,14 @@ static void sb_string(struct sbuf *b, const char *s)
 		b->oom = true;
 		return;
 	}
-	sb_puts(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+	ws_buf_puts(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 						     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
 /* Writes @o with object keys sorted. @indent < 0: compact on one line; otherwise two
  * spaces per level. json-c keeps no key order of its own, hence this writer. */
-static void emit(struct sbuf *b, struct json_object *o, int indent)
+static void emit(struct ws_buf *b, struct json_object *o, int indent)
 {
 	int inner = indent < 0 ? -1 : indent + 1;
 
@@ -114,7 +83,7 @@ static void emit(struct sbuf *b, struct json_object *o, int indent)
 		WS_AUTOFREE const char **keys = NULL;
 
 		if (n == 0) {
-			sb_puts(b, "{}");
+			ws_buf_puts(b, "{}");
 			return;
 		}
 		keys = calloc(n, sizeof(*keys));
@@ -127,35 +96,35 @@ static void emit(struct sbuf *b, struct json_object *o, int indent)
 			keys[i++] = k;
 		}
 		qsort(keys, i, sizeof(*keys), cmp_str);
-		sb_puts(b, "{");
+		ws_buf_puts(b, "{");
 		for (size_t j = 0; j < i; j++) {
 			sb_indent(b, inner);
 			sb_string(b, keys[j]);
-			sb_puts(b, indent < 0 ? ":" : ": ");
+			ws_buf_puts(b, indent < 0 ? ":" : ": ");
 			emit(b, json_object_object_get(o, keys[j]), inner);
 			if (j + 1 < i)
-				sb_puts(b, ",");
+				ws_buf_puts(b, ",");
 		}
 		sb_indent(b, indent);
-		sb_puts(b, "}");
+		ws_buf_puts(b, "}");
 		return;
 	}
 	case json_type_array: {
 		size_t n = json_object_array_length(o);
 
 		if (n == 0) {
-			sb_puts(b, "[]");
+			ws_buf_puts(b, "[]");
 			return;
 		}
-		sb_puts(b, "[");
+		ws_buf_puts(b, "[");
 		for (size_t j = 0; j < n; j++) {
 			sb_indent(b, inner);
 			emit(b, json_object_array_get_idx(o, j), inner);
 			if (j + 1 < n)
-				sb_puts(b, ",");
+				ws_buf_puts(b, ",");
 		}
 		sb_indent(b, indent);
-		sb_puts(b, "]");
+		ws_buf_puts(b, "]");
 		return;
 	}
 	case json_type_string:
@@ -165,30 +134,30 @@ static void emit(struct sbuf *b, struct json_object *o, int indent)
 		char num[32];
 
 		snprintf(num, sizeof(num), "%" PRId64, json_object_get_int64(o));
-		sb_puts(b, num);
+		ws_buf_puts(b, num);
 		return;
 	}
 	case json_type_null:
-		sb_puts(b, "null");
+		ws_buf_puts(b, "null");
 		return;
 	default: /* booleans and doubles: json-c's own text is stable */
-		sb_puts(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		ws_buf_puts(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		return;
 	}
 }
 
 static char *canonical(struct json_object *o, int indent)
 {
-	struct sbuf b = { 0 };
+	struct ws_buf b = { 0 };
 
 	emit(&b, o, indent);
 	if (indent >= 0)
-		sb_add(&b, "\n", 1);
-	if (b.oom || !b.p) {
-		free(b.p);
+		ws_buf_add(&b, "\n", 1);
+	if (b.oom || !b.s) {
+		free(b.s);
 		return NULL;
 	}
-	return b.p;
+	return b.s;
 }
 
 static void format_ip(uint32_t ip, char buf[16])

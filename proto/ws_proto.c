@@ -324,3 +324,48 @@ int ws_linebuf_feed(struct ws_linebuf *lb, const char *data, size_t len,
 	}
 	return 0;
 }
+
+void ws_buf_add(struct ws_buf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->s, cap);
+		if (!p) {
+			b->oom = true;
+			return;
+		}
+		b->s = p;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+void ws_buf_puts(struct ws_buf *b, const char *s)
+{
+	ws_buf_add(b, s, strlen(s));
+}
+
+void ws_buf_printf(struct ws_buf *b, const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->oom = true;
+		return;
+	}
+	ws_buf_add(b, s, (size_t)n);
+	free(s);
+}

@@ -104,6 +104,17 @@ void ws_linebuf_free(struct ws_linebuf *lb);
 int ws_linebuf_feed(struct ws_linebuf *lb, const char *data, size_t len,
 		    int (*cb)(void *userdata, char *line, size_t len), void *userdata);
 
+/* A growing string: every call appends; after an allocation failure @oom is set and the
+ * buffer stops growing (callers check it once, at the end). @s is NUL-terminated. */
+struct ws_buf {
+	char *s;      /* owned; NULL until something is added */
+	size_t len, cap;
+	bool oom;
+};
+void ws_buf_add(struct ws_buf *b, const char *s, size_t n);
+void ws_buf_puts(struct ws_buf *b, const char *s);
+void ws_buf_printf(struct ws_buf *b, const char *fmt, ...) WS_PRINTF(2, 3);
+
 /* json-c cleanup for WS_AUTO(json_putp). */
 void json_putp(struct json_object **o);
 
