@@ -130,9 +130,19 @@ class Units(unittest.TestCase):
                         self.fail("no socket at %t/workspaced.sock:\n" + f.read())
                 self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
                 self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(path)
-                s.close()
+                # the file appears at bind(), a moment before listen(): retry briefly
+                end = time.time() + 5
+                while True:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        s.connect(path)
+                        break
+                    except ConnectionRefusedError:
+                        if time.time() > end:
+                            raise
+                        time.sleep(0.02)
+                    finally:
+                        s.close()
             finally:
                 p.terminate()
                 p.wait(timeout=20)
