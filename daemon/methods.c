@@ -92,7 +92,7 @@ struct write_op {
 	char ip[16];
 	struct flake *new_flake;     /* parse of main_new, handed to the loop */
 	bool undo_done;
-	bool collect;                /* hostkey_edit keeps its final parse in new_flake */
+	bool collect;                /* the edit function keeps its checked parse in new_flake */
 	struct verify_job *vjob;
 	struct json_object *verify_result;
 };
@@ -737,17 +737,36 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 
 /* ---- workspace.create ------------------------------------------------------------------ */
 
+/* The create's edit, for the file as read and for the index's version of it. With
+ * op->collect, the editor's checked parse of the result becomes op->new_flake. */
 static int create_edit(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
 		       struct ws_err *err)
 {
 	WS_AUTOFREE char *config = NULL;
 	struct flake_new_entry e;
+	struct flake *keep = NULL;
+	int r;
 
 	if (asprintf(&config, "./workspaces/%s.nix", op->name) < 0)
 		return -ENOMEM;
 	e = (struct flake_new_entry){.name = op->name, .type = op->type, .ip = op->ip,
 				     .auto_start = op->auto_start, .config = config};
-	return flake_add_entry(f, &e, ret, ret_len, err);
+	r = flake_add_entry_parsed(f, &e, ret, ret_len, op->collect ? &keep : NULL, err);
+	if (r == 0 && keep) {
+		flake_free(op->new_flake);
+		op->new_flake = keep;
+	}
+	return r;
+}
+
+/* Reads the machine file into op->main_old and parses it. */
+static int load_main(struct write_op *op, struct flake **ret_f)
+{
+	int r = read_main(op, &op->main_old, &op->main_old_len);
+
+	if (r < 0)
+		return r;
+	return flake_parse(op->machine_rel, op->main_old, op->main_old_len, ret_f, &op->err);
 }
 
 static void create_work_cb(uv_work_t *w)
@@ -760,10 +779,7 @@ static void create_work_cb(uv_work_t *w)
 	uint32_t ip;
 	int r;
 
-	r = read_main(op, &op->main_old, &op->main_old_len);
-	if (r < 0)
-		goto out;
-	r = flake_parse(op->machine_rel, op->main_old, op->main_old_len, &f0, &op->err);
+	r = load_main(op, &f0);
 	if (r < 0)
 		goto out;
 	if (flake_find(f0, op->name)) {
@@ -805,22 +821,12 @@ static void create_work_cb(uv_work_t *w)
 		goto out;
 	ipam_format(ip, op->ip);
 
-	{
-		WS_AUTOFREE char *config = NULL;
-		struct flake_new_entry e;
-
-		if (asprintf(&config, "./workspaces/%s.nix", op->name) < 0) {
-			r = -ENOMEM;
-			goto out;
-		}
-		e = (struct flake_new_entry){.name = op->name, .type = op->type, .ip = op->ip,
-					     .auto_start = op->auto_start, .config = config};
-		/* the editor checks its result by parsing it: that parse is the new model */
-		r = flake_add_entry_parsed(f0, &e, &op->main_new, &op->main_new_len,
-					   &op->new_flake, &op->err);
-		if (r < 0)
-			goto out;
-	}
+	/* the editor checks its result by parsing it: that parse is the new model */
+	op->collect = true;
+	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
+	op->collect = false;
+	if (r < 0)
+		goto out;
 
 	dir = fsutil_join(op->machine_dir, "workspaces");
 	if (!dir || asprintf(&op->ws_path, "%s/%s.nix", dir, op->name) < 0) {
@@ -1211,10 +1217,7 @@ static void hostkey_work_cb(uv_work_t *w)
 	bool any = false;
 	int r;
 
-	r = read_main(op, &op->main_old, &op->main_old_len);
-	if (r < 0)
-		goto out;
-	r = flake_parse(op->machine_rel, op->main_old, op->main_old_len, &f0, &op->err);
+	r = load_main(op, &f0);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < op->n_hk; i++) {
