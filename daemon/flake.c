@@ -49,6 +49,7 @@ struct flake {
 	const struct nix_node *opaque;    /* first non-literal value that may hold entries */
 	const char *opaque_why;
 	int depth_guard;
+	unsigned refs;                    /* owners besides the first (flake_ref) */
 };
 
 static const char *const want_path[2] = {SW_ATTR, WS_ATTR};
@@ -680,10 +681,21 @@ static void entry_clear(struct ws_entry *e)
 	json_putp(&e->problems);
 }
 
+struct flake *flake_ref(struct flake *f)
+{
+	if (f)
+		f->refs++;
+	return f;
+}
+
 void flake_free(struct flake *f)
 {
 	if (!f)
 		return;
+	if (f->refs > 0) {
+		f->refs--;
+		return;
+	}
 	for (size_t i = 0; i < f->n; i++)
 		entry_clear(&f->entries[i]);
 	free(f->entries);

@@ -42,6 +42,10 @@ struct flake;
 int flake_parse(const char *relpath, const char *buf, size_t len, struct flake **ret_flake,
 		struct ws_err *err);
 void flake_free(struct flake *f);
+/* Another owner of @f: each flake_ref() needs one more flake_free(). Counting is not
+ * atomic: take and drop references on one thread (the loop). A shared model is read-only:
+ * other threads may read it while the loop holds it, as long as nobody changes it. */
+struct flake *flake_ref(struct flake *f);
 
 const char *flake_bytes(const struct flake *f, size_t *ret_len);
 size_t flake_n_entries(const struct flake *f);

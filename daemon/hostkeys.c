@@ -25,6 +25,7 @@
 #define HK_KEYS_DIR "ssh-host-keys"
 #define HK_KEY_NAME "ssh_host_ed25519_key.pub"
 #define HK_KEY_TYPE "ssh-ed25519"
+#define HK_FIRST_MS 1 /* delay before a lone change is reported */
 #define HK_ED25519_LEN 32
 /* uint32 len + "ssh-ed25519" + uint32 len + 32 bytes */
 #define HK_BLOB_LEN (4 + sizeof(HK_KEY_TYPE) - 1 + 4 + HK_ED25519_LEN)
@@ -40,6 +41,7 @@ struct hk_name {
 	int wd_dir;       /* SANDBOX_ROOT/NAME, -1 when not watched */
 	int wd_keys;      /* SANDBOX_ROOT/NAME/ssh-host-keys, -1 when not watched */
 	bool dirty;       /* key file changed since the last batch */
+	bool fresh;       /* new in the last hostkeys_set_names(): not watched yet */
 };
 
 struct hostkeys {
@@ -498,17 +500,23 @@ static void hk_mark(struct hostkeys *hk, struct hk_name *e)
 	uint64_t now = uv_now(hk->loop);
 	uint64_t max_wait = (uint64_t)hk->debounce_ms * 20 + 1000;
 
+	uint64_t delay = (uint64_t)hk->debounce_ms;
+
 	e->dirty = true;
 	if (hk->closing)
 		return;
 	if (!hk->pending) {
+		/* A lone key is handled almost at once; only a second change within that
+		 * moment makes it a burst that waits for the quiet time. */
 		hk->pending = true;
 		hk->first_pending = now;
+		if (delay > HK_FIRST_MS)
+			delay = HK_FIRST_MS;
 	} else if (now - hk->first_pending >= max_wait) {
 		/* A file rewritten without pause must not hold the batch back for ever. */
 		return;
 	}
-	(void)uv_timer_start(&hk->timer, hk_timer_cb, (uint64_t)hk->debounce_ms, 0);
+	(void)uv_timer_start(&hk->timer, hk_timer_cb, delay, 0);
 }
 
 static void hk_scan_name(struct hostkeys *hk, struct hk_name *e)
@@ -607,8 +615,9 @@ static int hk_sync_name(struct hostkeys *hk, struct hk_name *e, bool rescan, str
 
 /* Brings every watch in line with what exists now. Keeps going after a failure so that one
  * name over the watch limit does not blind the others; returns the first error. */
-static int hk_sync(struct hostkeys *hk, bool rescan, struct ws_err *err)
+static int hk_sync_ex(struct hostkeys *hk, bool rescan, bool only_fresh, struct ws_err *err)
 {
+	bool had_root = hk->root_exists;
 	int r, first = 0;
 	size_t i;
 
@@ -617,12 +626,23 @@ static int hk_sync(struct hostkeys *hk, bool rescan, struct ws_err *err)
 	r = hk_sync_root(hk, err);
 	if (r < 0)
 		return r;
+	/* names already watched under a root that stays are kept in step by events */
+	if (!had_root || !hk->root_exists)
+		only_fresh = false;
 	for (i = 0; i < hk->n_names; i++) {
+		if (only_fresh && !hk->names[i].fresh)
+			continue;
 		r = hk_sync_name(hk, &hk->names[i], rescan, first < 0 ? NULL : err);
+		hk->names[i].fresh = r < 0; /* over the watch limit, say: try again next time */
 		if (r < 0 && first == 0)
 			first = r;
 	}
 	return first;
+}
+
+static int hk_sync(struct hostkeys *hk, bool rescan, struct ws_err *err)
+{
+	return hk_sync_ex(hk, rescan, false, err);
 }
 
 static struct hk_name *hk_find(struct hostkeys *hk, const char *name)
@@ -960,6 +980,7 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 			return ws_fail(err, -ENOMEM, 0, "out of memory");
 		}
 		next[n_next].wd_dir = next[n_next].wd_keys = -1;
+		next[n_next].fresh = true;
 		n_next++;
 	}
 	free(sorted);
@@ -978,6 +999,7 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 		next[i].wd_dir = old[j].wd_dir;
 		next[i].wd_keys = old[j].wd_keys;
 		next[i].dirty = old[j].dirty;
+		next[i].fresh = old[j].fresh;
 		old[j].wd_dir = old[j].wd_keys = -1;
 		i++;
 		j++;
@@ -991,5 +1013,5 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 		hk_set_wd(hk, &old[j].wd_dir, -1);
 	}
 	hk_names_free(old, n_old);
-	return hk_sync(hk, false, err);
+	return hk_sync_ex(hk, false, true, err);
 }

@@ -38,6 +38,7 @@
 #define LOCK_WAIT_MS 500
 #define RELEASE_HOLD_SECONDS (24 * 3600)
 #define DIR_DEBOUNCE_MS 100
+#define TRIM_DELAY_MS 2000 /* malloc_trim() this long after the last write */
 
 enum op_kind { OP_CREATE, OP_HOSTKEY };
 
@@ -91,6 +92,8 @@ struct write_op {
 	size_t diff_len;
 	char ip[16];
 	struct flake *new_flake;     /* parse of main_new, handed to the loop */
+	struct flake *f0_cached;     /* a reference to the loop's model as the op started:
+				      * the worker reads it instead of parsing the same bytes */
 	bool undo_done;
 	bool collect;                /* the edit function keeps its checked parse in new_flake */
 	struct verify_job *vjob;
@@ -111,6 +114,7 @@ struct methods {
 	bool recheck_pending;
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
+	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
 	bool dir_started, dir_inited;
 	int n_open_handles;          /* open handles and pool jobs holding us */
 	bool state_saving, state_again; /* a state write is on the pool / another is due */
@@ -154,6 +158,7 @@ static void op_free(struct write_op *op)
 	free(op->stage_note);
 	free(op->diff);
 	flake_free(op->new_flake);
+	flake_free(op->f0_cached);
 	json_putp(&op->verify_result);
 	free(op);
 }
@@ -161,10 +166,14 @@ static void op_free(struct write_op *op)
 /* ---- the cached model --------------------------------------------------------------- */
 
 
-/* A `config` that is a relative path literal must exist next to the machine file. */
-static void annotate_config(struct methods *m, struct ws_entry *e)
+/* A `config` that is a relative path literal must exist next to the machine file. Checked
+ * when an entry is shown, not when the model is built: a file deleted since is reported,
+ * and a create does not stat every other entry's file. */
+static void config_problem(struct methods *m, const struct ws_entry *e, struct json_object *probs)
 {
 	WS_AUTOFREE char *path = NULL;
+	WS_AUTOFREE char *msg = NULL;
+	struct json_object *p;
 	struct stat st;
 
 	if (!e->config)
@@ -174,20 +183,21 @@ static void annotate_config(struct methods *m, struct ws_entry *e)
 	if (strpbrk(e->config, "${ \t\"'"))
 		return;
 	path = fsutil_join(m->d->machine_dir, e->config);
-	if (path && stat(path, &st) < 0)
-		ws_entry_add_problem(e, "CONFIG_MISSING", "%s does not exist (relative to %s)",
-				     e->config,
-			    m->d->machine_dir);
+	if (!path || stat(path, &st) == 0)
+		return;
+	if (asprintf(&msg, "%s does not exist (relative to %s)", e->config, m->d->machine_dir) < 0) {
+		msg = NULL;
+		return;
+	}
+	p = json_object_new_object();
+	json_object_object_add(p, "kind", json_object_new_string("CONFIG_MISSING"));
+	json_object_object_add(p, "message", json_object_new_string(msg));
+	json_object_array_add(probs, p); /* probs now owns p */
 }
 
 static void annotate(struct methods *m, struct flake *f)
 {
-	struct ws_entry *e = flake_entries(f);
-	size_t n = flake_n_entries(f);
-
-	ipam_annotate(&m->d->cfg.ipam, e, n);
-	for (size_t i = 0; i < n; i++)
-		annotate_config(m, &e[i]);
+	ipam_annotate(&m->d->cfg.ipam, flake_entries(f), flake_n_entries(f));
 }
 
 /* The host-key watcher and the unit-state tracker follow the declared workspaces. */
@@ -366,6 +376,7 @@ static struct json_object *entry_json(struct methods *m, const struct ws_entry *
 		for (size_t i = 0; i < np; i++)
 			json_object_array_add(probs, json_object_get(
 							     json_object_array_get_idx(e->problems, i)));
+		config_problem(m, e, probs);
 		if (m->mismatch && json_object_object_get_ex(m->mismatch, e->name, &mm)) {
 			struct json_object *p = json_object_new_object();
 
@@ -452,6 +463,12 @@ static void queue_push(struct methods *m, struct write_op *op)
 	queue_next(m);
 }
 
+static void trim_timer_cb(uv_timer_t *t)
+{
+	(void)t;
+	(void)malloc_trim(0);
+}
+
 static void op_finish(struct write_op *op)
 {
 	struct methods *m = op->m;
@@ -461,9 +478,11 @@ static void op_finish(struct write_op *op)
 		m->tail = NULL;
 	m->busy = false;
 	op_free(op);
-	/* a write parses the machine file a few times on a pool thread: give those pages
-	 * back rather than let each thread's malloc arena keep its high-water mark */
-	(void)malloc_trim(0);
+	/* a write parses the machine file on a pool thread: once writes pause, give those
+	 * pages back rather than let each thread's malloc arena keep its high-water mark (not
+	 * after every write: the next one would fault the same pages in again) */
+	if (m->trim_timer.data)
+		(void)uv_timer_start(&m->trim_timer, trim_timer_cb, TRIM_DELAY_MS, 0);
 	if (m->recheck_pending) {
 		m->recheck_pending = false;
 		machine_recheck(m);
@@ -759,14 +778,31 @@ static int create_edit(struct write_op *op, const struct flake *f, char **ret, s
 	return r;
 }
 
-/* Reads the machine file into op->main_old and parses it. */
+/* Reads the machine file into op->main_old and parses it, or takes the loop's model when
+ * it was made from these very bytes (release with unload_main()). */
 static int load_main(struct write_op *op, struct flake **ret_f)
 {
+	const char *cached;
+	size_t cached_len = 0;
 	int r = read_main(op, &op->main_old, &op->main_old_len);
 
 	if (r < 0)
 		return r;
+	if (op->f0_cached) {
+		cached = flake_bytes(op->f0_cached, &cached_len);
+		if (cached_len == op->main_old_len &&
+		    memcmp(cached, op->main_old, cached_len) == 0) {
+			*ret_f = op->f0_cached;
+			return 0;
+		}
+	}
 	return flake_parse(op->machine_rel, op->main_old, op->main_old_len, ret_f, &op->err);
+}
+
+static void unload_main(struct write_op *op, struct flake *f)
+{
+	if (f != op->f0_cached)
+		flake_free(f);
 }
 
 static void create_work_cb(uv_work_t *w)
@@ -886,7 +922,7 @@ static void create_work_cb(uv_work_t *w)
 	ws_ent = (struct gitstage_entry){op->ws_rel, op->ws_text, strlen(op->ws_text), 0};
 	r = write_and_stage(op, create_edit, &ws_ent, 1);
 out:
-	flake_free(f0);
+	unload_main(op, f0);
 	if (r < 0 && !op->err.code && !op->err.message[0])
 		ws_fail(&op->err, r, 0, "create failed: %s", strerror(-r));
 	if (r < 0)
@@ -1278,7 +1314,7 @@ static void hostkey_work_cb(uv_work_t *w)
 		goto out;
 	r = write_and_stage(op, hostkey_edit, NULL, 0);
 out:
-	flake_free(f0);
+	unload_main(op, f0);
 	if (r < 0 && !op->err.code && !op->err.message[0])
 		ws_fail(&op->err, r, 0, "host key registration failed: %s", strerror(-r));
 	if (r < 0)
@@ -1594,6 +1630,9 @@ void methods_hostkeys_cb(void *userdata, const char *const *names, size_t n)
 
 static void op_start(struct write_op *op)
 {
+	/* the model as it is now: the worker uses it if the file still holds its bytes */
+	flake_free(op->f0_cached);
+	op->f0_cached = op->m->flake ? flake_ref(op->m->flake) : NULL;
 	if (op->kind == OP_CREATE)
 		create_start(op);
 	else
@@ -1686,8 +1725,15 @@ void methods_daemon_info(struct rpc_call *call, struct json_object *params)
 	struct daemon *d = rpc_server_userdata(rpc_call_server(call));
 	struct methods *m = d->m;
 	struct ws_err err = {0};
-	struct flake *f = model(m, &err);
+	struct flake *f;
 	time_t now = time(NULL);
+
+	/* While the machine directory is watched and no change is waiting, the cached model
+	 * is current: the count needs no stat() of the file on every call. */
+	if (m->dir_started && m->have_bytes && !uv_is_active((uv_handle_t *)&m->dir_timer))
+		f = m->flake;
+	else
+		f = model(m, &err);
 
 	ws_err_clear(&err);
 	if (!m->info_text || m->info_time != now || m->info_flake != f ||
@@ -1913,6 +1959,10 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 	}
 	m->dir_timer.data = m;
 	m->n_open_handles = 1;
+	if (uv_timer_init(d->loop, &m->trim_timer) == 0) {
+		m->trim_timer.data = m;
+		m->n_open_handles++;
+	}
 	r = uv_fs_event_init(d->loop, &m->dir_ev);
 	if (r == 0) {
 		m->dir_inited = true;
@@ -1973,6 +2023,8 @@ void methods_free(struct methods *m)
 	if (m->dir_inited)
 		uv_close((uv_handle_t *)&m->dir_ev, handle_closed_cb);
 	uv_close((uv_handle_t *)&m->dir_timer, handle_closed_cb);
+	if (m->trim_timer.data)
+		uv_close((uv_handle_t *)&m->trim_timer, handle_closed_cb);
 }
 
 const struct rpc_method *methods_table(size_t *ret_n)

@@ -31,6 +31,7 @@
 #define RPC_DEFAULT_MAX_SUBSCRIBERS 64
 #define RPC_CLOSE_GRACE_MS 2000   /* how long rpc_server_close waits for slow readers */
 #define RPC_LOG_WINDOW_MS 10000   /* rate limit for per-client log lines ... */
+#define RPC_READ_BUF 65536       /* bytes asked of the kernel per read */
 #define RPC_LOG_BURST 5           /* ... at most this many per window */
 
 struct rpc_conn {
@@ -97,6 +98,9 @@ struct rpc_server {
 	void *done_ud;
 	uint64_t log_window;             /* start of the current rate-limit window (ms) */
 	unsigned log_count, log_dropped;
+	struct json_tokener *tok;        /* one parser, reset for each line */
+	char *rbuf;                      /* the read buffer: read_cb consumes it at once */
+	bool rbuf_busy;
 };
 
 static void conn_close(struct rpc_conn *c);
@@ -572,16 +576,13 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 		return -ECANCELED;
 	if (blank(line, len))
 		return 0;
-	tok = json_tokener_new();
-	if (!tok)
-		return -ENOMEM;
-	/* invalid UTF-8 is a parse error: nothing we echo may break a client's decoder */
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	tok = c->srv->tok;
+	json_tokener_reset(tok);
 	/* The terminating NUL goes in too: it ends a number at the end of the line. */
 	msg = json_tokener_parse_ex(tok, line, (int)len + 1);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
-	json_tokener_free(tok);
+	json_tokener_reset(tok);
 	if (jerr == json_tokener_success && end < len && !blank(line + end, len - end))
 		jerr = json_tokener_error_parse_unexpected;
 	if (jerr != json_tokener_success) {
@@ -620,10 +621,19 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 	return c->closing ? -ECANCELED : 0;
 }
 
+/* libuv calls read_cb right after alloc_cb, and read_cb copies what it keeps into the
+ * connection's line buffer: one buffer serves every connection. */
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	size_t n = suggested < 65536 ? suggested : 65536;
+	struct rpc_server *s = ((struct rpc_conn *)h)->srv;
+	size_t n = suggested < RPC_READ_BUF ? suggested : RPC_READ_BUF;
 
+	if (!s->rbuf_busy) {
+		s->rbuf_busy = true;
+		buf->base = s->rbuf;
+		buf->len = RPC_READ_BUF;
+		return;
+	}
 	buf->base = malloc(n);
 	buf->len = buf->base ? n : 0;
 }
@@ -655,7 +665,10 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			conn_close(c);
 		}
 	}
-	free(buf->base);
+	if (buf->base == c->srv->rbuf)
+		c->srv->rbuf_busy = false;
+	else
+		free(buf->base);
 }
 
 static bool peer_allowed(const struct rpc_server *s, const struct rpc_conn *c)
@@ -763,6 +776,14 @@ int rpc_server_new(uv_loop_t *loop, const struct rpc_method *methods, size_t n_m
 		s->lim.max_queued_bytes = RPC_DEFAULT_MAX_QUEUED_BYTES;
 	if (!s->lim.max_subscribers)
 		s->lim.max_subscribers = RPC_DEFAULT_MAX_SUBSCRIBERS;
+	s->tok = json_tokener_new();
+	s->rbuf = malloc(RPC_READ_BUF);
+	if (!s->tok || !s->rbuf) {
+		rpc_server_free(s);
+		return -ENOMEM;
+	}
+	/* invalid UTF-8 is a parse error: nothing we echo may break a client's decoder */
+	json_tokener_set_flags(s->tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	s->userdata = userdata;
 	s->uid = geteuid();
 	s->gid = (gid_t)-1;
@@ -959,6 +980,9 @@ void rpc_server_free(struct rpc_server *s)
 {
 	if (!s)
 		return;
+	if (s->tok)
+		json_tokener_free(s->tok);
+	free(s->rbuf);
 	free(s->path);
 	free(s);
 }

@@ -298,9 +298,18 @@ class HostKeys(DaemonTest):
         ino.watch(os.path.join(self.repo.path, ".git"), IN_MOVED_TO)
         for n, k in zip(names, keys):
             self.keydir(n)
+        # a deploy's keys close together: all ten written first, then closed at once
+        # (one close_range() call where the descriptors are consecutive)
+        fds = []
         for n, k in zip(names, keys):
-            with open(self.keyfile(n), "w") as f:
-                f.write(k[0])
+            fd = os.open(self.keyfile(n), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, k[0].encode())
+            fds.append(fd)
+        if fds == list(range(fds[0], fds[0] + len(fds))):
+            os.closerange(fds[0], fds[-1] + 1)
+        else:
+            for fd in fds:
+                os.close(fd)
         got = set()
         while len(got) < 10:
             ev = self.next_event()
