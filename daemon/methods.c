@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -805,12 +806,32 @@ static void unload_main(struct write_op *op, struct flake *f)
 		flake_free(f);
 }
 
+/* The workspace file's write, run next to the edit of default.nix. */
+struct ws_write_job {
+	struct write_op *op;
+	pthread_t thread;
+	bool started;
+	int r;
+	struct ws_err err;
+};
+
+static void *ws_write_thread(void *userdata)
+{
+	struct ws_write_job *j = userdata;
+	const struct write_op *op = j->op;
+
+	j->r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
+	return NULL;
+}
+
 static void create_work_cb(uv_work_t *w)
 {
 	struct write_op *op = (struct write_op *)w;
 	struct flake *f0 = NULL;
 	struct gitstage_entry ws_ent;
+	struct ws_write_job ws_job = {0};
 	WS_AUTOFREE char *dir = NULL;
+	bool ws_exists;
 	struct stat st;
 	uint32_t ip;
 	int r;
@@ -857,13 +878,6 @@ static void create_work_cb(uv_work_t *w)
 		goto out;
 	ipam_format(ip, op->ip);
 
-	/* the editor checks its result by parsing it: that parse is the new model */
-	op->collect = true;
-	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
-	op->collect = false;
-	if (r < 0)
-		goto out;
-
 	dir = fsutil_join(op->machine_dir, "workspaces");
 	if (!dir || asprintf(&op->ws_path, "%s/%s.nix", dir, op->name) < 0) {
 		op->ws_path = NULL;
@@ -881,17 +895,54 @@ static void create_work_cb(uv_work_t *w)
 			goto out;
 		}
 	}
-	if (lstat(op->ws_path, &st) == 0) {
+	ws_exists = lstat(op->ws_path, &st) == 0;
+	op->ws_text = flake_workspace_template(op->name, op->type);
+	if (!op->ws_text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (!ws_exists && !op->dry_run) {
+		if (stat(dir, &st) < 0) {
+			if (mkdir(dir, 0755) < 0) {
+				r = ws_fail(&op->err, -errno, 0, "cannot create '%s': %m", dir);
+				goto out;
+			}
+			op->dir_created = true;
+		}
+		/* the new file goes to disk (write, fsync, rename, fsync of the directory) on a
+		 * thread of its own while this one edits default.nix and checks the result */
+		ws_job.op = op;
+		ws_job.started = pthread_create(&ws_job.thread, NULL, ws_write_thread, &ws_job) == 0;
+		if (!ws_job.started)
+			(void)ws_write_thread(&ws_job);
+	}
+
+	/* the editor checks its result by parsing it: that parse is the new model */
+	op->collect = true;
+	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
+	op->collect = false;
+
+	if (ws_job.op) {
+		if (ws_job.started)
+			(void)pthread_join(ws_job.thread, NULL);
+		if (ws_job.r == 0) {
+			op->wrote_ws = true; /* undone below if anything else failed */
+		} else if (r == 0) {
+			r = ws_job.r;
+			ws_err_move(&op->err, &ws_job.err);
+			if (r == -EEXIST)
+				ws_err_set_str(&op->err, "file", op->ws_rel);
+		}
+		ws_err_clear(&ws_job.err);
+	}
+	if (r < 0)
+		goto out;
+	if (ws_exists) {
 		r = ws_fail(&op->err, -EEXIST, WS_E_FILE_EXISTS,
 			    "%s already exists; the daemon never overwrites it (remove it, or "
 			    "pick another name)",
 			    op->ws_rel);
 		ws_err_set_str(&op->err, "file", op->ws_rel);
-		goto out;
-	}
-	op->ws_text = flake_workspace_template(op->name, op->type);
-	if (!op->ws_text) {
-		r = -ENOMEM;
 		goto out;
 	}
 
@@ -904,21 +955,6 @@ static void create_work_cb(uv_work_t *w)
 					     op->ws_rel, op->ws_text, strlen(op->ws_text), 3);
 		goto out;
 	}
-
-	if (stat(dir, &st) < 0) {
-		if (mkdir(dir, 0755) < 0) {
-			r = ws_fail(&op->err, -errno, 0, "cannot create '%s': %m", dir);
-			goto out;
-		}
-		op->dir_created = true;
-	}
-	r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &op->err);
-	if (r < 0) {
-		if (r == -EEXIST)
-			ws_err_set_str(&op->err, "file", op->ws_rel);
-		goto out;
-	}
-	op->wrote_ws = true;
 	ws_ent = (struct gitstage_entry){op->ws_rel, op->ws_text, strlen(op->ws_text), 0};
 	r = write_and_stage(op, create_edit, &ws_ent, 1);
 out:
@@ -1696,26 +1732,6 @@ void methods_workspace_show(struct rpc_call *call, struct json_object *params)
 }
 
 /* A result whose JSON text is already rendered: its serializer appends the text. */
-static int prerendered_cb(struct json_object *o, struct printbuf *pb, int level, int flags)
-{
-	const char *text = json_object_get_userdata(o);
-
-	return printbuf_memappend(pb, text, (int)strlen(text));
-}
-
-static struct json_object *prerendered(const char *text)
-{
-	struct json_object *o = json_object_new_object();
-	char *copy = strdup(text);
-
-	if (!o || !copy) {
-		free(copy);
-		return o;
-	}
-	json_object_set_serializer(o, prerendered_cb, copy, json_object_free_userdata);
-	return o;
-}
-
 static struct json_object *daemon_info_json(struct daemon *d, struct flake *f);
 
 /* daemon.info is what monitors poll: its text is rendered once per second of uptime and
@@ -1751,7 +1767,7 @@ void methods_daemon_info(struct rpc_call *call, struct json_object *params)
 		ws_fail(&err, -ENOMEM, 0, "out of memory");
 		return fail_call(call, &err);
 	}
-	rpc_call_reply(call, prerendered(m->info_text));
+	rpc_call_reply_text(call, m->info_text);
 }
 
 static struct json_object *daemon_info_json(struct daemon *d, struct flake *f)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <json-c/printbuf.h>
 
 #include "log.h"
 #include "ws_proto.h"
@@ -64,7 +65,9 @@ struct rpc_call {
 	struct rpc_conn *conn;          /* holds a reference */
 	struct rpc_batch *batch;        /* NULL for a single request */
 	struct json_object *req;        /* owned; params and id point into it */
-	struct json_object *id;         /* borrowed from req; NULL for a notification */
+	struct json_object *id;         /* borrowed from req (or owned, see own_id); NULL
+					 * for a notification */
+	bool own_id;                    /* a simple request has no req: id is ours */
 	bool notification;
 	const char *method;             /* borrowed from the method table */
 	char *id_text;                  /* owned, made on demand */
@@ -243,20 +246,29 @@ static void conn_write_cb(uv_write_t *req, int status)
 
 /* Queues one framed message. Takes ownership of @msg. Dropped when the connection is
  * going away; a client that lets too much pile up is disconnected. */
+static void conn_send_text(struct rpc_conn *c, const char *text, size_t len);
+
 static void conn_send(struct rpc_conn *c, struct json_object *msg)
 {
 	WS_AUTO(json_putp) struct json_object *m = msg;
-	struct rpc_write *w;
 	const char *text;
-	size_t len;
-	uv_buf_t buf;
-	int r;
 
 	if (c->closing || c->shut)
 		return;
 	text = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN |
 						     JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = strlen(text);
+	conn_send_text(c, text, strlen(text));
+}
+
+/* Queues @len bytes of one serialized message (the newline is added). */
+static void conn_send_text(struct rpc_conn *c, const char *text, size_t len)
+{
+	struct rpc_write *w;
+	uv_buf_t buf;
+	int r;
+
+	if (c->closing || c->shut)
+		return;
 	if (c->queued + len + 1 > c->srv->lim.max_queued_bytes) {
 		srv_log(c->srv, LOG_LVL_WARNING,
 			"client pid %d does not read its replies (%zu bytes queued), disconnecting",
@@ -383,7 +395,9 @@ static void call_finish(struct rpc_call *call, struct json_object *resp)
 {
 	struct rpc_conn *c = call->conn;
 
-	if (call->notification) {
+	if (!resp) {
+		/* sent already (rpc_call_reply_text) */
+	} else if (call->notification) {
 		json_object_put(resp);
 	} else if (call->batch) {
 		/* the array now owns resp */
@@ -396,6 +410,8 @@ static void call_finish(struct rpc_call *call, struct json_object *resp)
 	c->pending--;
 	conn_check_done(c);
 	json_object_put(call->req);
+	if (call->own_id)
+		json_object_put(call->id);
 	free(call->id_text);
 	free(call);
 	conn_unref(c);
@@ -409,6 +425,46 @@ void rpc_call_reply(struct rpc_call *call, struct json_object *result)
 	json_object_object_add(o, "id", json_object_get(call->id));
 	json_object_object_add(o, "result", result); /* o now owns result */
 	call_finish(call, o);
+}
+
+static int prerendered_cb(struct json_object *o, struct printbuf *pb, int level, int flags)
+{
+	const char *text = json_object_get_userdata(o);
+
+	(void)level;
+	(void)flags;
+	return printbuf_memappend(pb, text, (int)strlen(text));
+}
+
+void rpc_call_reply_text(struct rpc_call *call, const char *json)
+{
+	struct rpc_conn *c = call->conn;
+	struct json_object *o;
+	WS_AUTOFREE char *msg = NULL;
+	char *copy;
+	int n;
+
+	if (!call->batch && !call->notification) {
+		/* a single answer: the envelope is written around the text, as json-c would */
+		n = asprintf(&msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}",
+			     json_object_to_json_string_ext(call->id, JSON_C_TO_STRING_PLAIN |
+								  JSON_C_TO_STRING_NOSLASHESCAPE),
+			     json);
+		if (n >= 0) {
+			conn_send_text(c, msg, (size_t)n);
+			call_finish(call, NULL);
+			return;
+		}
+		msg = NULL;
+	}
+	/* a batch collects objects: one that prints as the text */
+	o = json_object_new_object();
+	copy = strdup(json);
+	if (o && copy)
+		json_object_set_serializer(o, prerendered_cb, copy, json_object_free_userdata);
+	else
+		free(copy);
+	rpc_call_reply(call, o);
 }
 
 void rpc_call_fail(struct rpc_call *call, const struct ws_err *err)
@@ -546,6 +602,61 @@ static struct json_object *dispatch(struct rpc_conn *c, struct json_object *req,
 	return NULL;
 }
 
+/* The line wsctl and most scripts send, {"jsonrpc":"2.0","id":N,"method":"NAME"} byte for
+ * byte (N: 1 to 15 digits, NAME a known method, no params), is taken apart here without
+ * building a JSON tree: a valid request with exactly these members. Any other line, an
+ * equivalent one with other spacing included, takes the general path, which also answers
+ * every error. Returns true when the request was dispatched. */
+static bool simple_request(struct rpc_conn *c, const char *line, size_t len)
+{
+	static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":";
+	static const char mid[] = ",\"method\":\"";
+	const char *p = line + sizeof(head) - 1, *end = line + len, *name;
+	const struct rpc_method *m;
+	struct rpc_call *call;
+	char method[64];
+	int64_t id = 0;
+	size_t nd = 0, nlen;
+
+	if (len < sizeof(head) - 1 || memcmp(line, head, sizeof(head) - 1) != 0)
+		return false;
+	for (; p < end && *p >= '0' && *p <= '9' && nd <= 15; p++, nd++)
+		id = id * 10 + (*p - '0');
+	if (nd == 0 || nd > 15 || (nd > 1 && line[sizeof(head) - 1] == '0'))
+		return false;
+	if ((size_t)(end - p) < sizeof(mid) - 1 || memcmp(p, mid, sizeof(mid) - 1) != 0)
+		return false;
+	p += sizeof(mid) - 1;
+	for (name = p; p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+				   *p == '.' || *p == '_');
+	     p++)
+		;
+	nlen = (size_t)(p - name);
+	if (nlen == 0 || nlen >= sizeof(method) || end - p != 2 || p[0] != '"' || p[1] != '}')
+		return false;
+	memcpy(method, name, nlen);
+	method[nlen] = '\0';
+	m = find_method(c->srv, method);
+	if (!m || c->pending >= c->srv->lim.max_pending)
+		return false;
+	call = calloc(1, sizeof(*call));
+	if (!call)
+		return false;
+	call->id = json_object_new_int64(id);
+	if (!call->id) {
+		free(call);
+		return false;
+	}
+	call->own_id = true;
+	call->conn = c;
+	call->method = m->wire;
+	c->refs++;
+	c->pending++;
+	log_debug("request %s from pid %d", method, (int)c->pid);
+	m->fn(call, NULL); /* may answer (and free call) right away */
+	return true;
+}
+
 static void send_or_collect(struct rpc_conn *c, struct rpc_batch *b, struct json_object *resp)
 {
 	if (!resp)
@@ -576,6 +687,8 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 		return -ECANCELED;
 	if (blank(line, len))
 		return 0;
+	if (simple_request(c, line, len))
+		return c->closing ? -ECANCELED : 0;
 	tok = c->srv->tok;
 	json_tokener_reset(tok);
 	/* The terminating NUL goes in too: it ends a number at the end of the line. */

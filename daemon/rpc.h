@@ -65,6 +65,8 @@ const char *rpc_call_id_text(const struct rpc_call *c);
 uid_t rpc_call_peer_uid(const struct rpc_call *c);
 /* Answers and frees the call. Takes ownership of @result. Safe after the client left. */
 void rpc_call_reply(struct rpc_call *c, struct json_object *result);
+/* The same with a result already serialized as JSON text (@json is copied as needed). */
+void rpc_call_reply_text(struct rpc_call *c, const char *json);
 /* Answers with an error (err->code: application or JSON-RPC code; 0 means -32603). */
 void rpc_call_fail(struct rpc_call *c, const struct ws_err *err);
 /* Marks the call's connection as subscribed to events. -ENOSPC over the limit. */

@@ -29,6 +29,52 @@ class JsonRpc(DaemonTest):
         self.assertEqual(res["workspaces"], 2)
         self.assertEqual(res["ranges"]["container"], ["192.168.83.50", "192.168.83.89"])
 
+    def test_simple_line_same_as_general_path(self):
+        """The exact line wsctl sends is read by a fast path; the same request spelled
+        another way goes through json-c. Both answers must be the same bytes."""
+        c = self.d.conn()
+        pairs = [
+            ('{"jsonrpc":"2.0","id":7,"method":"workspace.list"}',
+             '{ "jsonrpc": "2.0", "id": 7, "method": "workspace.list" }'),
+            ('{"jsonrpc":"2.0","id":123456789012345,"method":"daemon.info"}',
+             '{"method":"daemon.info","jsonrpc":"2.0","id":123456789012345}'),
+            ('{"jsonrpc":"2.0","id":0,"method":"workspace.show"}',
+             '{"jsonrpc":"2.0","id":0,"method":"workspace.show","params":{}}'),
+        ]
+        for fast, general in pairs:
+            for _ in range(3):  # daemon.info holds uptimeSeconds: same second wanted
+                c.send_raw(fast + "\n")
+                a = c.recv_line()
+                c.send_raw(general + "\n")
+                b = c.recv_line()
+                if a == b:
+                    break
+            self.assertEqual(a, b, fast)
+            self.assertEqual(json.loads(a)["id"], json.loads(fast)["id"])
+
+    def test_near_simple_lines(self):
+        """Lines one byte off the fast path's shape get the general path's answers."""
+        c = self.d.conn()
+        c.send_raw('{"jsonrpc":"2.0","id":01,"method":"daemon.info"}\n')
+        self.assertEqual(c.recv()["error"]["code"], -32700)
+        c.send_raw('{"jsonrpc":"2.0","id":1234567890123456789,"method":"daemon.info"}\n')
+        r = c.recv()
+        self.assertEqual(r["id"], 1234567890123456789)
+        self.assertIn("result", r)
+        c.send_raw('{"jsonrpc":"2.0","id":3,"method":"no.such"}\n')
+        r = c.recv()
+        self.assertEqual((r["id"], r["error"]["code"]), (3, -32601))
+        c.send_raw('{"jsonrpc":"2.0","id":4,"method":"daemon.info"}}\n')
+        self.assertEqual(c.recv()["error"]["code"], -32700)
+        c.send_raw('{"jsonrpc":"2.0","id":5,"method":"daemon.info"}\r\n')
+        self.assertEqual(c.recv()["id"], 5)
+        # batch of simple-looking requests: one array back
+        c.send_raw('[{"jsonrpc":"2.0","id":8,"method":"daemon.info"},'
+                   '{"jsonrpc":"2.0","id":9,"method":"daemon.info"}]\n')
+        r = c.recv()
+        self.assertEqual(sorted(x["id"] for x in r), [8, 9])
+        self.assertEqual(r[0]["result"]["protocol"], 1)
+
     def test_method_not_found(self):
         c = self.d.conn()
         c.send_raw('{"jsonrpc":"2.0","id":"a","method":"no.such"}\n')
