@@ -18,6 +18,8 @@
 
 #include <git2.h>
 
+_Static_assert(sizeof(((git_oid *)0)->id) == GITSTAGE_ID_LEN, "GITSTAGE_ID_LEN is a git_oid");
+
 #include "fsutil.h"
 #include "ws_proto.h"
 
@@ -386,6 +388,10 @@ int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 		r = check_path(e[i].path, err);
 		if (r < 0)
 			return r;
+		if (e[i].have_id) {
+			memcpy(ids[i].id, e[i].id, GITSTAGE_ID_LEN);
+			continue;
+		}
 		r = git_blob_create_from_buffer(&ids[i], g->repo, e[i].len ? e[i].buf : "",
 						e[i].len);
 		if (r < 0)
@@ -429,6 +435,25 @@ undo:
 	/* Drop the half-applied entries from memory; the file on disk was not written. */
 	(void)git_index_read(g->index, 1);
 	return r;
+}
+
+int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
+			 struct ws_err *err)
+{
+	git_oid id;
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		r = check_path(e[i].path, err);
+		if (r < 0)
+			return r;
+		r = git_blob_create_from_buffer(&id, g->repo, e[i].len ? e[i].buf : "", e[i].len);
+		if (r < 0)
+			return git_fail(r, err);
+		memcpy(e[i].id, id.id, GITSTAGE_ID_LEN);
+		e[i].have_id = true;
+	}
+	return 0;
 }
 
 int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,

@@ -25,14 +25,23 @@ const char *gitstage_index_path(const struct gitstage *g); /* .git/index */
 int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
 			struct ws_err *err);
 
+#define GITSTAGE_ID_LEN 20 /* a SHA-1 object id */
+
 struct gitstage_entry {
 	const char *path;  /* relative to the work tree */
 	const void *buf;   /* the blob to stage */
 	size_t len;
 	unsigned mode;     /* 0100644 or 0100755; 0: the mode of the file in the work tree */
+	bool have_id;      /* the blob is in the object database already, as @id */
+	unsigned char id[GITSTAGE_ID_LEN];
 };
 
-/* Stages @n entries (a blob each) in one index write. The index is re-read from disk first
+/* Writes the blobs of @n entries to the object database (no lock needed) and records their
+ * ids in the entries, so that a later gitstage_stage() only updates the index. */
+int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
+			 struct ws_err *err);
+
+/* Stages @n entries (a blob each, written unless have_id) in one index write. The index is re-read from disk first
  * (other git processes may have changed it). While .git/index.lock exists, retries for up
  * to @lock_wait_ms, then fails with WS_E_BUSY naming the lock file; never removes the lock.
  * Returns 0 or a negative errno. */

@@ -713,11 +713,31 @@ static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *
 	return 0;
 }
 
+/* Blob writes, run next to the write of the machine file. */
+struct blob_job {
+	struct gitstage *git;
+	struct gitstage_entry *ents;
+	size_t n;
+	pthread_t thread;
+	bool started;
+	int r;
+	struct ws_err err;
+};
+
+static void *blob_thread(void *userdata)
+{
+	struct blob_job *j = userdata;
+
+	j->r = gitstage_write_blobs(j->git, j->ents, j->n, &j->err);
+	return NULL;
+}
+
 /* Writes main_new over main_old (compare-and-swap) and stages it with @extra. */
 static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitstage_entry *extra,
 			   size_t n_extra)
 {
 	struct gitstage_entry ents[2];
+	struct blob_job blobs;
 	WS_AUTOFREE char *xbuf = NULL;
 	size_t xlen = 0, n = 0;
 	int r;
@@ -737,14 +757,32 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	r = check_unchanged(op, op->main_old, op->main_old_len);
 	if (r < 0)
 		return r;
-	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, 0, &op->err);
-	if (r < 0)
-		return r;
-	op->wrote_main = true;
 	for (size_t i = 0; i < n_extra; i++)
 		ents[n++] = extra[i];
 	if (op->staged_main)
-		ents[n++] = (struct gitstage_entry){op->machine_rel, xbuf, xlen, 0};
+		ents[n++] = (struct gitstage_entry){.path = op->machine_rel, .buf = xbuf,
+						    .len = xlen};
+	/* the blobs are compressed into the object database on a thread of their own while
+	 * the file goes to disk; unreferenced objects are harmless if either step fails */
+	blobs = (struct blob_job){.git = op->git, .ents = ents, .n = n};
+	if (n > 0) {
+		blobs.started = pthread_create(&blobs.thread, NULL, blob_thread, &blobs) == 0;
+		if (!blobs.started)
+			(void)blob_thread(&blobs);
+	}
+	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, 0, &op->err);
+	if (blobs.started)
+		(void)pthread_join(blobs.thread, NULL);
+	if (r == 0) {
+		op->wrote_main = true;
+		if (blobs.r < 0) {
+			r = blobs.r;
+			ws_err_move(&op->err, &blobs.err);
+		}
+	}
+	ws_err_clear(&blobs.err);
+	if (r < 0)
+		return r;
 	if (n == 0)
 		return 0;
 	r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
@@ -955,7 +993,8 @@ static void create_work_cb(uv_work_t *w)
 					     op->ws_rel, op->ws_text, strlen(op->ws_text), 3);
 		goto out;
 	}
-	ws_ent = (struct gitstage_entry){op->ws_rel, op->ws_text, strlen(op->ws_text), 0};
+	ws_ent = (struct gitstage_entry){.path = op->ws_rel, .buf = op->ws_text,
+					 .len = strlen(op->ws_text)};
 	r = write_and_stage(op, create_edit, &ws_ent, 1);
 out:
 	unload_main(op, f0);

@@ -76,7 +76,7 @@ static struct gitstage *open_ok(const char *dir)
 static int stage1(struct gitstage *g, const char *path, const char *text, int wait_ms,
 		  struct ws_err *err)
 {
-	struct gitstage_entry e = { path, text, strlen(text), 0 };
+	struct gitstage_entry e = { .path = path, .buf = text, .len = strlen(text) };
 
 	return gitstage_stage(g, &e, 1, wait_ms, err);
 }
@@ -195,9 +195,9 @@ static void test_stage_new_and_modified(void **unused)
 	struct gitstage *g = open_ok(dir);
 	struct ws_err err = { 0 };
 	struct gitstage_entry e[3] = {
-		{ "new.txt", "new file\n", 9, 0 },
-		{ "a.txt", "alpha 2\n", 8, 0 },
-		{ "run.sh", "#!/bin/sh\n", 10, 0 },
+		{ .path = "new.txt", .buf = "new file\n", .len = 9 },
+		{ .path = "a.txt", .buf = "alpha 2\n", .len = 8 },
+		{ .path = "run.sh", .buf = "#!/bin/sh\n", .len = 10 },
 	};
 
 	put(dir, "new.txt", "new file\n");
@@ -217,6 +217,41 @@ static void test_stage_new_and_modified(void **unused)
 	assert_git(dir, "ls-files -s new.txt | cut -c1-6", "100644\n");
 	gitstage_free(g);
 	free(sh);
+	rm_repo(dir);
+}
+
+/* Blobs written first (as the daemon does next to its file write), then only the index. */
+static void test_blobs_first_then_index(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	struct gitstage_entry e[2] = {
+		{ .path = "w.nix", .buf = "{ }\n", .len = 4 },
+		{ .path = "a.txt", .buf = "alpha 3\n", .len = 8 },
+	};
+	char *want, *id;
+
+	put(dir, "w.nix", "{ }\n");
+	put(dir, "a.txt", "alpha 3\n");
+	assert_int_equal(gitstage_write_blobs(g, e, 2, &err), 0);
+	assert_true(e[0].have_id && e[1].have_id);
+	/* the ids are git's, and the objects exist before the index names them */
+	want = git_out(dir, "hash-object w.nix");
+	id = git_out(dir, "cat-file -t $(git hash-object w.nix)");
+	assert_string_equal(id, "blob\n");
+	free(id);
+	assert_git(dir, "diff --cached --name-only", "");
+	/* staging now only writes the index: a changed buffer would not be re-hashed */
+	e[0].buf = "not what was hashed\n";
+	assert_int_equal(gitstage_stage(g, e, 2, 500, &err), 0);
+	id = git_out(dir, "rev-parse :w.nix");
+	assert_string_equal(id, want);
+	assert_git(dir, "show :a.txt", "alpha 3\n");
+	assert_git(dir, "status --porcelain", "M  a.txt\nA  w.nix\n");
+	free(id);
+	free(want);
+	gitstage_free(g);
 	rm_repo(dir);
 }
 
@@ -439,7 +474,7 @@ static void test_many_entries_one_write(void **unused)
 	for (i = 0; i < 10; i++) {
 		snprintf(names[i], sizeof(names[i]), "m/ws%d.nix", i);
 		snprintf(texts[i], sizeof(texts[i]), "{ n = %d; }\n", i);
-		e[i] = (struct gitstage_entry){ names[i], texts[i], strlen(texts[i]), 0100644 };
+		e[i] = (struct gitstage_entry){ .path = names[i], .buf = texts[i], .len = strlen(texts[i]), .mode = 0100644 };
 	}
 	/* count index.lock creations and renames onto index while staging */
 	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -481,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_owned_by_another_uid),
 		cmocka_unit_test(test_stage_new_and_modified),
 		cmocka_unit_test(test_stage_blob_other_than_worktree),
+		cmocka_unit_test(test_blobs_first_then_index),
 		cmocka_unit_test(test_lock_held_is_busy),
 		cmocka_unit_test(test_lock_released_while_waiting),
 		cmocka_unit_test(test_snapshot_restore),
