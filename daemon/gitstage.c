@@ -296,8 +296,10 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	r = check_path(path, err);
 	if (r < 0)
 		return r;
-	/* Always from disk: other git processes (and gitstage_restore_index) change it. */
-	r = git_index_read(g->index, 1);
+	/* As on disk now: other git processes (and gitstage_restore_index) change it. They
+	 * all replace the file (lock file, rename), so a new inode, size or mtime tells, and
+	 * an unchanged index is not parsed again. */
+	r = git_index_read(g->index, 0);
 	if (r < 0)
 		return git_fail(r, err);
 	ie = git_index_get_bypath(g->index, path, 0);
@@ -403,8 +405,9 @@ int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 
 		if (lstat(g->lock_path, &st) == 0)
 			goto locked;
-		/* Re-read right before changing it, so other git commands' work is kept. */
-		r = git_index_read(g->index, 1);
+		/* Re-read (when changed on disk) right before changing it, so other git
+		 * commands' work is kept. */
+		r = git_index_read(g->index, 0);
 		if (r < 0)
 			return git_fail(r, err);
 		for (i = 0; i < n; i++) {

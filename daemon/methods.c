@@ -87,6 +87,10 @@ struct write_op {
 	char *idx_snap;
 	size_t idx_snap_len;
 	bool idx_existed;
+	bool idx_fetched;            /* idx_snap and x0 were read (index_fetch) */
+	char *x0;                    /* the machine file as staged before the write */
+	size_t x0_len;
+	int x0_r;                    /* 0, or -ENOENT: not tracked */
 	bool wrote_main, wrote_ws, wrote_index, dir_created, staged_main;
 	char *stage_note;
 	char *diff;
@@ -156,6 +160,7 @@ static void op_free(struct write_op *op)
 	free(op->ws_rel);
 	free(op->ws_text);
 	free(op->idx_snap);
+	free(op->x0);
 	free(op->stage_note);
 	free(op->diff);
 	flake_free(op->new_flake);
@@ -656,19 +661,39 @@ static void undo_writes(struct write_op *op)
 typedef int (*edit_fn)(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
 		       struct ws_err *err);
 
+/* Reads what the index holds before the write: its bytes, to put back on failure, and the
+ * machine file's staged version. Only reads, so it can run next to the edit. */
+static int index_fetch(struct write_op *op, struct ws_err *err)
+{
+	int r = gitstage_snapshot_index(op->git, &op->idx_snap, &op->idx_snap_len, err);
+
+	if (r == -ENOENT) {
+		op->idx_existed = false;
+		ws_err_clear(err);
+	} else if (r < 0) {
+		return r;
+	} else {
+		op->idx_existed = true;
+	}
+	op->x0_r = gitstage_read_index(op->git, op->machine_rel, &op->x0, &op->x0_len, err);
+	if (op->x0_r < 0 && op->x0_r != -ENOENT)
+		return op->x0_r;
+	ws_err_clear(err);
+	op->idx_fetched = true;
+	return 0;
+}
+
 /* What the index should get for the machine file: our edit applied to the index's own
  * version, so unstaged user changes stay unstaged. Sets op->staged_main / stage_note. */
 static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *ret_len)
 {
-	WS_AUTOFREE char *x0 = NULL;
+	const char *x0 = op->x0;
 	struct flake *fx = NULL;
 	struct ws_err err = {0};
-	size_t x0_len = 0;
+	size_t x0_len = op->x0_len;
 	int r;
 
-	r = gitstage_read_index(op->git, op->machine_rel, &x0, &x0_len, &err);
-	if (r == -ENOENT) {
-		ws_err_clear(&err);
+	if (op->x0_r == -ENOENT) {
 		op->staged_main = false;
 		if (asprintf(&op->stage_note,
 			     "%s is not tracked by git; it was changed but left unstaged (flakes "
@@ -676,10 +701,6 @@ static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *
 			     op->machine_rel) < 0)
 			op->stage_note = NULL;
 		return 0;
-	}
-	if (r < 0) {
-		ws_err_move(&op->err, &err);
-		return r;
 	}
 	if (x0_len == op->main_old_len && memcmp(x0, op->main_old, x0_len) == 0) {
 		*ret = malloc(op->main_new_len + 1);
@@ -742,14 +763,10 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	size_t xlen = 0, n = 0;
 	int r;
 
-	r = gitstage_snapshot_index(op->git, &op->idx_snap, &op->idx_snap_len, &op->err);
-	if (r == -ENOENT) {
-		op->idx_existed = false;
-		ws_err_clear(&op->err);
-	} else if (r < 0) {
-		return r;
-	} else {
-		op->idx_existed = true;
+	if (!op->idx_fetched) {
+		r = index_fetch(op, &op->err);
+		if (r < 0)
+			return r;
 	}
 	r = index_version(op, edit, &xbuf, &xlen);
 	if (r < 0)
@@ -849,16 +866,19 @@ struct ws_write_job {
 	struct write_op *op;
 	pthread_t thread;
 	bool started;
-	int r;
-	struct ws_err err;
+	int r, fetch_r;
+	struct ws_err err, fetch_err;
 };
 
 static void *ws_write_thread(void *userdata)
 {
 	struct ws_write_job *j = userdata;
-	const struct write_op *op = j->op;
+	struct write_op *op = j->op;
 
 	j->r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
+	/* then the index as it is, for the staging that follows (only reads) */
+	if (j->r == 0)
+		j->fetch_r = index_fetch(op, &j->fetch_err);
 	return NULL;
 }
 
@@ -965,6 +985,10 @@ static void create_work_cb(uv_work_t *w)
 			(void)pthread_join(ws_job.thread, NULL);
 		if (ws_job.r == 0) {
 			op->wrote_ws = true; /* undone below if anything else failed */
+			if (r == 0 && ws_job.fetch_r < 0) {
+				r = ws_job.fetch_r;
+				ws_err_move(&op->err, &ws_job.fetch_err);
+			}
 		} else if (r == 0) {
 			r = ws_job.r;
 			ws_err_move(&op->err, &ws_job.err);
@@ -972,6 +996,7 @@ static void create_work_cb(uv_work_t *w)
 				ws_err_set_str(&op->err, "file", op->ws_rel);
 		}
 		ws_err_clear(&ws_job.err);
+		ws_err_clear(&ws_job.fetch_err);
 	}
 	if (r < 0)
 		goto out;
