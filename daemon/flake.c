@@ -442,6 +442,21 @@ static int entry_read_set(struct flake *f, size_t idx, const struct nix_value *v
 	return 0;
 }
 
+/* A literal attribute set whose attributes do not see each other: not `rec`, no
+ * `inherit` (whose names are looked up around the set). */
+static bool plain_set(const struct nix_node *n)
+{
+	size_t nc;
+
+	if (n->kind != NIX_NODE_ATTRSET || nix_node_is_rec(n))
+		return false;
+	nc = nix_node_n_children(n);
+	for (size_t i = 0; i < nc; i++)
+		if (nix_node_child(n, i)->kind != NIX_NODE_BINDING)
+			return false;
+	return true;
+}
+
 /* An entry `NAME = VALUE` found at @head in @set. */
 static int found_entry(struct flake *f, const char *name, const struct nix_node *head,
 		       const struct nix_node *set, int depth, const struct nix_node *value)
@@ -455,6 +470,12 @@ static int found_entry(struct flake *f, const char *name, const struct nix_node 
 	e = entry_get(f, name, head, set, depth, &idx);
 	if (!e)
 		return -ENOMEM;
+	if (plain_set(inner)) {
+		/* a literal set, neither rec nor inheriting: each attribute means what its own
+		 * expression means, so the set need not be evaluated as a whole */
+		f->info[idx].lit = inner;
+		return entry_read_set(f, idx, NULL, inner, true);
+	}
 	r = nix_eval_node(f->ev, inner, &v);
 	if (r == -ENOMEM)
 		return r;
