@@ -1346,9 +1346,27 @@ static int hostkey_edit(struct write_op *op, const struct flake *f, char **ret, 
 	return 0;
 }
 
+/* index_fetch() next to the edit. */
+struct fetch_job {
+	struct write_op *op;
+	pthread_t thread;
+	bool started;
+	int r;
+	struct ws_err err;
+};
+
+static void *fetch_thread(void *userdata)
+{
+	struct fetch_job *j = userdata;
+
+	j->r = index_fetch(j->op, &j->err);
+	return NULL;
+}
+
 static void hostkey_work_cb(uv_work_t *w)
 {
 	struct write_op *op = (struct write_op *)w;
+	struct fetch_job fetch;
 	struct flake *f0 = NULL;
 	bool any = false;
 	int r;
@@ -1407,9 +1425,20 @@ static void hostkey_work_cb(uv_work_t *w)
 	}
 	if (!any)
 		goto out;
+	/* the index is read on a thread of its own while the file is edited and checked */
+	fetch = (struct fetch_job){.op = op};
+	fetch.started = pthread_create(&fetch.thread, NULL, fetch_thread, &fetch) == 0;
 	op->collect = true; /* the main file's edit: keep its checked parse as the model */
 	r = hostkey_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
 	op->collect = false;
+	if (fetch.started) {
+		(void)pthread_join(fetch.thread, NULL);
+		if (r == 0 && fetch.r < 0) {
+			r = fetch.r;
+			ws_err_move(&op->err, &fetch.err);
+		}
+		ws_err_clear(&fetch.err);
+	}
 	if (r < 0)
 		goto out;
 	r = write_and_stage(op, hostkey_edit, NULL, 0);
