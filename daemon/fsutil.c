@@ -271,6 +271,8 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 	if (r < 0)
 		goto fail;
 
+	if (flags & FSUTIL_NO_DIR_SYNC)
+		return 0;
 	/* The rename is done; a failed directory sync only weakens durability. */
 	r = fsync_dir(dir);
 	if (r < 0)
@@ -280,6 +282,15 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 fail:
 	(void)unlink(tmp);
 	return ws_fail(err, r, 0, "cannot %s '%s': %s", what, path, strerror(-r));
+}
+
+int fsutil_sync_parent(const char *path)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	int r = split_path(path, &dir, &base);
+
+	return r < 0 ? r : fsync_dir(dir);
 }
 
 int fsutil_remove(const char *path)

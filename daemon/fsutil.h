@@ -12,6 +12,7 @@ struct ws_err;
 
 #define FSUTIL_NEW 0x1     /* fail with -EEXIST (WS_E_FILE_EXISTS) rather than replace */
 #define FSUTIL_PRIVATE 0x2 /* mode 0600 whatever the old file's mode (the state file) */
+#define FSUTIL_NO_DIR_SYNC 0x4 /* the caller fsyncs the directory (fsutil_sync_parent) */
 
 /* Reads at most @max bytes of @path; -EFBIG if it is larger. The buffer is NUL-terminated
  * (not counted in *ret_len). Returns 0 or a negative errno (-ENOENT, ...). */
@@ -32,6 +33,8 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 int fsutil_write_all(int fd, const void *buf, size_t len);
 /* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */
 int fsutil_remove(const char *path);
+/* fsync()s the directory holding @path (after FSUTIL_NO_DIR_SYNC). */
+int fsutil_sync_parent(const char *path);
 /* mkdir -p with @mode (less the umask) for each created component; existing directories
  * are fine, a non-directory in the way is -ENOTDIR. */
 int fsutil_mkdir_p(const char *path, mode_t mode);

@@ -447,6 +447,8 @@ int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 	int r;
 
 	for (size_t i = 0; i < n; i++) {
+		if (e[i].have_id)
+			continue;
 		r = check_path(e[i].path, err);
 		if (r < 0)
 			return r;

@@ -36,8 +36,9 @@ struct gitstage_entry {
 	unsigned char id[GITSTAGE_ID_LEN];
 };
 
-/* Writes the blobs of @n entries to the object database (no lock needed) and records their
- * ids in the entries, so that a later gitstage_stage() only updates the index. */
+/* Writes the blobs of @n entries (those without an id yet) to the object database (no
+ * lock needed) and records their ids in the entries, so that a later gitstage_stage() only
+ * updates the index. */
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err);
 

@@ -84,6 +84,7 @@ struct write_op {
 	char *main_old, *main_new;
 	size_t main_old_len, main_new_len;
 	char *ws_path, *ws_rel, *ws_text;
+	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	char *idx_snap;
 	size_t idx_snap_len;
 	bool idx_existed;
@@ -734,23 +735,68 @@ static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *
 	return 0;
 }
 
-/* Blob writes, run next to the write of the machine file. */
-struct blob_job {
-	struct gitstage *git;
-	struct gitstage_entry *ents;
-	size_t n;
+/* A step of a write run on a thread of its own next to the worker's (disk waits overlap
+ * with the edit, or with each other). Inline when no thread can be made. */
+struct side_job {
 	pthread_t thread;
 	bool started;
+	int (*fn)(struct side_job *j);
+	struct write_op *op;
+	void *arg;
+	size_t n;
 	int r;
 	struct ws_err err;
 };
 
-static void *blob_thread(void *userdata)
+static void *side_main(void *userdata)
 {
-	struct blob_job *j = userdata;
+	struct side_job *j = userdata;
 
-	j->r = gitstage_write_blobs(j->git, j->ents, j->n, &j->err);
+	j->r = j->fn(j);
 	return NULL;
+}
+
+static void side_start(struct side_job *j, int (*fn)(struct side_job *), struct write_op *op,
+		       void *arg, size_t n)
+{
+	*j = (struct side_job){.fn = fn, .op = op, .arg = arg, .n = n};
+	j->started = pthread_create(&j->thread, NULL, side_main, j) == 0;
+	if (!j->started)
+		j->r = fn(j);
+}
+
+/* Waits for @j; its error goes to @r/@err unless an earlier one is there. */
+static int side_join(struct side_job *j, int r, struct ws_err *err)
+{
+	if (j->started)
+		(void)pthread_join(j->thread, NULL);
+	j->started = false;
+	if (r == 0 && j->r < 0) {
+		r = j->r;
+		ws_err_move(err, &j->err);
+	}
+	ws_err_clear(&j->err);
+	return r;
+}
+
+static int blobs_step(struct side_job *j)
+{
+	return gitstage_write_blobs(j->op->git, j->arg, j->n, &j->err);
+}
+
+static int dirsync_step(struct side_job *j)
+{
+	int r = fsutil_sync_parent(j->op->machine_file);
+
+	if (r < 0)
+		ws_fail(&j->err, r, 0, "cannot sync the directory of '%s': %s", j->op->machine_rel,
+			strerror(-r));
+	return r;
+}
+
+static int fetch_step(struct side_job *j)
+{
+	return index_fetch(j->op, &j->err);
 }
 
 /* Writes main_new over main_old (compare-and-swap) and stages it with @extra. */
@@ -758,7 +804,7 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 			   size_t n_extra)
 {
 	struct gitstage_entry ents[2];
-	struct blob_job blobs;
+	struct side_job blobs, dsync;
 	WS_AUTOFREE char *xbuf = NULL;
 	size_t xlen = 0, n = 0;
 	int r;
@@ -781,31 +827,27 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 						    .len = xlen};
 	/* the blobs are compressed into the object database on a thread of their own while
 	 * the file goes to disk; unreferenced objects are harmless if either step fails */
-	blobs = (struct blob_job){.git = op->git, .ents = ents, .n = n};
-	if (n > 0) {
-		blobs.started = pthread_create(&blobs.thread, NULL, blob_thread, &blobs) == 0;
-		if (!blobs.started)
-			(void)blob_thread(&blobs);
-	}
-	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, 0, &op->err);
-	if (blobs.started)
-		(void)pthread_join(blobs.thread, NULL);
-	if (r == 0) {
+	blobs = (struct side_job){0};
+	if (n > 0)
+		side_start(&blobs, blobs_step, op, ents, n);
+	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, FSUTIL_NO_DIR_SYNC,
+			   &op->err);
+	if (r == 0)
 		op->wrote_main = true;
-		if (blobs.r < 0) {
-			r = blobs.r;
-			ws_err_move(&op->err, &blobs.err);
-		}
+	r = side_join(&blobs, r, &op->err);
+	if (r < 0)
+		return r;
+	/* the file is in place, so the index can take its stat data while the directory's
+	 * fsync makes the rename durable */
+	side_start(&dsync, dirsync_step, op, NULL, 0);
+	if (n > 0) {
+		r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
+		if (r == 0)
+			op->wrote_index = true;
 	}
-	ws_err_clear(&blobs.err);
-	if (r < 0)
+	r = side_join(&dsync, r, &op->err);
+	if (r < 0 || n == 0)
 		return r;
-	if (n == 0)
-		return 0;
-	r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
-	if (r < 0)
-		return r;
-	op->wrote_index = true;
 	log_debug("wrote %s and staged %zu path(s)", op->machine_rel, n);
 	return 0;
 }
@@ -861,33 +903,29 @@ static void unload_main(struct write_op *op, struct flake *f)
 		flake_free(f);
 }
 
-/* The workspace file's write, run next to the edit of default.nix. */
-struct ws_write_job {
-	struct write_op *op;
-	pthread_t thread;
-	bool started;
-	int r, fetch_r;
-	struct ws_err err, fetch_err;
-};
-
-static void *ws_write_thread(void *userdata)
+/* The workspace file's write, then the index as it is (only reads) and the new file's
+ * blob: all next to the edit of default.nix. */
+static int ws_write_step(struct side_job *j)
 {
-	struct ws_write_job *j = userdata;
 	struct write_op *op = j->op;
+	int r;
 
-	j->r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
-	/* then the index as it is, for the staging that follows (only reads) */
-	if (j->r == 0)
-		j->fetch_r = index_fetch(op, &j->fetch_err);
-	return NULL;
+	r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
+	if (r < 0)
+		return r;
+	op->wrote_ws = true; /* undone if anything else fails */
+	r = index_fetch(op, &j->err);
+	if (r == 0)
+		r = gitstage_write_blobs(op->git, &op->ws_ent, 1, &j->err);
+	return r;
 }
 
 static void create_work_cb(uv_work_t *w)
 {
 	struct write_op *op = (struct write_op *)w;
 	struct flake *f0 = NULL;
-	struct gitstage_entry ws_ent;
-	struct ws_write_job ws_job = {0};
+	struct side_job ws_job = {0};
+	bool ws_started = false;
 	WS_AUTOFREE char *dir = NULL;
 	bool ws_exists;
 	struct stat st;
@@ -969,10 +1007,10 @@ static void create_work_cb(uv_work_t *w)
 		}
 		/* the new file goes to disk (write, fsync, rename, fsync of the directory) on a
 		 * thread of its own while this one edits default.nix and checks the result */
-		ws_job.op = op;
-		ws_job.started = pthread_create(&ws_job.thread, NULL, ws_write_thread, &ws_job) == 0;
-		if (!ws_job.started)
-			(void)ws_write_thread(&ws_job);
+		op->ws_ent = (struct gitstage_entry){.path = op->ws_rel, .buf = op->ws_text,
+						     .len = strlen(op->ws_text)};
+		side_start(&ws_job, ws_write_step, op, NULL, 0);
+		ws_started = true;
 	}
 
 	/* the editor checks its result by parsing it: that parse is the new model */
@@ -980,23 +1018,10 @@ static void create_work_cb(uv_work_t *w)
 	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
 	op->collect = false;
 
-	if (ws_job.op) {
-		if (ws_job.started)
-			(void)pthread_join(ws_job.thread, NULL);
-		if (ws_job.r == 0) {
-			op->wrote_ws = true; /* undone below if anything else failed */
-			if (r == 0 && ws_job.fetch_r < 0) {
-				r = ws_job.fetch_r;
-				ws_err_move(&op->err, &ws_job.fetch_err);
-			}
-		} else if (r == 0) {
-			r = ws_job.r;
-			ws_err_move(&op->err, &ws_job.err);
-			if (r == -EEXIST)
-				ws_err_set_str(&op->err, "file", op->ws_rel);
-		}
-		ws_err_clear(&ws_job.err);
-		ws_err_clear(&ws_job.fetch_err);
+	if (ws_started) {
+		r = side_join(&ws_job, r, &op->err);
+		if (r == -EEXIST)
+			ws_err_set_str(&op->err, "file", op->ws_rel);
 	}
 	if (r < 0)
 		goto out;
@@ -1018,9 +1043,7 @@ static void create_work_cb(uv_work_t *w)
 					     op->ws_rel, op->ws_text, strlen(op->ws_text), 3);
 		goto out;
 	}
-	ws_ent = (struct gitstage_entry){.path = op->ws_rel, .buf = op->ws_text,
-					 .len = strlen(op->ws_text)};
-	r = write_and_stage(op, create_edit, &ws_ent, 1);
+	r = write_and_stage(op, create_edit, &op->ws_ent, 1);
 out:
 	unload_main(op, f0);
 	if (r < 0 && !op->err.code && !op->err.message[0])
@@ -1346,27 +1369,10 @@ static int hostkey_edit(struct write_op *op, const struct flake *f, char **ret, 
 	return 0;
 }
 
-/* index_fetch() next to the edit. */
-struct fetch_job {
-	struct write_op *op;
-	pthread_t thread;
-	bool started;
-	int r;
-	struct ws_err err;
-};
-
-static void *fetch_thread(void *userdata)
-{
-	struct fetch_job *j = userdata;
-
-	j->r = index_fetch(j->op, &j->err);
-	return NULL;
-}
-
 static void hostkey_work_cb(uv_work_t *w)
 {
 	struct write_op *op = (struct write_op *)w;
-	struct fetch_job fetch;
+	struct side_job fetch;
 	struct flake *f0 = NULL;
 	bool any = false;
 	int r;
@@ -1426,19 +1432,11 @@ static void hostkey_work_cb(uv_work_t *w)
 	if (!any)
 		goto out;
 	/* the index is read on a thread of its own while the file is edited and checked */
-	fetch = (struct fetch_job){.op = op};
-	fetch.started = pthread_create(&fetch.thread, NULL, fetch_thread, &fetch) == 0;
+	side_start(&fetch, fetch_step, op, NULL, 0);
 	op->collect = true; /* the main file's edit: keep its checked parse as the model */
 	r = hostkey_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
 	op->collect = false;
-	if (fetch.started) {
-		(void)pthread_join(fetch.thread, NULL);
-		if (r == 0 && fetch.r < 0) {
-			r = fetch.r;
-			ws_err_move(&op->err, &fetch.err);
-		}
-		ws_err_clear(&fetch.err);
-	}
+	r = side_join(&fetch, r, &op->err);
 	if (r < 0)
 		goto out;
 	r = write_and_stage(op, hostkey_edit, NULL, 0);
