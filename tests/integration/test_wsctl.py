@@ -90,6 +90,13 @@ class Wsctl(DaemonTest):
         self.assertNotIn("libgit2", out)
         self.assertNotIn("libuv", out)
         self.assertNotIn("libsystemd", out)
+        if "=>" not in out:
+            # linked statically: none of their code may be inside either (each of these
+            # libraries carries its own name, libuv its handle names, in its strings)
+            with open(WSCTL, "rb") as f:
+                data = f.read()
+            for needle in (b"libgit2", b"uv_loop", b"sd_bus", b"sd-bus"):
+                self.assertNotIn(needle, data)
 
     def test_dry_run(self):
         before = self.repo.snapshot()
