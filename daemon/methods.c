@@ -118,6 +118,7 @@ struct methods {
 	struct write_op *head, *tail;
 	bool busy;
 	bool recheck_pending;
+	bool watch_pending;          /* the declared names changed during a write */
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
@@ -270,7 +271,10 @@ static void cache_set(struct methods *m, struct flake *f, const char *bytes, siz
 	m->bytes_st_valid = false; /* the next refresh reads the file once more */
 	if (f)
 		annotate(m, f);
-	update_watched_names(m);
+	if (m->busy)
+		m->watch_pending = true; /* a write's own change: after its reply (op_finish) */
+	else
+		update_watched_names(m);
 }
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -485,6 +489,10 @@ static void op_finish(struct write_op *op)
 		m->tail = NULL;
 	m->busy = false;
 	op_free(op);
+	if (m->watch_pending) {
+		m->watch_pending = false;
+		update_watched_names(m);
+	}
 	/* a write parses the machine file on a pool thread: once writes pause, give those
 	 * pages back rather than let each thread's malloc arena keep its high-water mark (not
 	 * after every write: the next one would fault the same pages in again) */
