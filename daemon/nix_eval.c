@@ -424,23 +424,25 @@ static int eval_string(struct nix_eval *ev, const struct nix_node *n, struct env
 			return -ENOEXEC;
 		len = strlen(buf);
 	} else {
+		struct nix_elem_iter it = { 0 };
+		struct nix_elem el;
+
 		r = append(&buf, &len, "", 0);
 		if (r < 0)
 			return r;
-		for (size_t i = 0; i < n->n_elems; i++) {
-			const struct nix_elem *el = &n->elems[i];
+		while (nix_node_next_elem(ev->t, n, &it, &el)) {
 			const struct nix_value *part;
 
-			if (!el->is_node) {
-				if (el->tok.kind != NIX_TOK_STR_CONTENT)
+			if (!el.is_node) {
+				if (el.tok.kind != NIX_TOK_STR_CONTENT)
 					continue;
-				r = append_escaped(&buf, &len, ev->t->src + el->tok.off,
-						   el->tok.len);
+				r = append_escaped(&buf, &len, ev->t->src + el.tok.off,
+						   el.tok.len);
 				if (r < 0)
 					return r;
 				continue;
 			}
-			r = eval(ev, nix_node_child(el->node, 0), env, &part);
+			r = eval(ev, nix_node_child(el.node, 0), env, &part);
 			if (r < 0)
 				return r;
 			if (part->kind != NIX_V_STRING)
@@ -460,18 +462,20 @@ static int eval_string(struct nix_eval *ev, const struct nix_node *n, struct env
 static int eval_literal(struct nix_eval *ev, const struct nix_node *n,
 			const struct nix_value **ret_v)
 {
-	for (size_t i = 0; i < n->n_elems; i++) {
-		const struct nix_elem *el = &n->elems[i];
-		const char *s = ev->t->src + (el->is_node ? 0 : el->tok.off);
+	struct nix_elem_iter it = { 0 };
+	struct nix_elem el;
+
+	while (nix_node_next_elem(ev->t, n, &it, &el)) {
+		const char *s = ev->t->src + (el.is_node ? 0 : el.tok.off);
 		struct nix_value *v;
 
-		if (el->is_node)
+		if (el.is_node)
 			continue;
-		switch (el->tok.kind) {
+		switch (el.tok.kind) {
 		case NIX_TOK_INT: {
 			int64_t x = 0;
 
-			for (uint32_t k = 0; k < el->tok.len; k++) {
+			for (uint32_t k = 0; k < el.tok.len; k++) {
 				if (x > (INT64_MAX - 9) / 10)
 					return -ENOEXEC;
 				x = x * 10 + (s[k] - '0');
@@ -485,13 +489,13 @@ static int eval_literal(struct nix_eval *ev, const struct nix_node *n,
 		}
 		case NIX_TOK_PATH:
 			v = new_val(ev, NIX_V_PATH);
-			if (!v || !(v->s = ev_strndup(ev, s, el->tok.len)))
+			if (!v || !(v->s = ev_strndup(ev, s, el.tok.len)))
 				return -ENOMEM;
 			*ret_v = v;
 			return 0;
 		case NIX_TOK_URI:
 			v = new_val(ev, NIX_V_STRING);
-			if (!v || !(v->s = ev_strndup(ev, s, el->tok.len)))
+			if (!v || !(v->s = ev_strndup(ev, s, el.tok.len)))
 				return -ENOMEM;
 			*ret_v = v;
 			return 0;

@@ -2,16 +2,15 @@
 /* The Nix lexer: one pass over the buffer with a stack of start conditions, as Nix 2.8's
  * flex lexer has (DEFAULT, STRING, IND_STRING, INPATH, INPATH_SLASH), picking the longest
  * match among the rules that can start at each byte. It produces tokens only; what they
- * mean (numbers, escapes) is the parser's business. */
+ * mean (numbers, escapes) is the parser's business. The common tokens (blanks,
+ * punctuation, identifiers) take a short path through a character-class table, and go
+ * straight into the caller's array, which has room for the most tokens possible. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "nix_lex.h"
-
-#define HUGE_ARRAY (2 * 1024 * 1024)
 
 enum lex_mode {
 	M_INITIAL,      /* bottom of the stack: a stray '}' does not pop it */
@@ -27,7 +26,8 @@ struct lexer {
 	const char *s;
 	uint32_t len, p;
 	struct nix_lex *lx;
-	size_t cap;
+	struct nix_ltok *toks; /* lx->toks, room for nix_lex_max_toks(len) */
+	size_t n;              /* tokens so far (lx->n once done) */
 	uint8_t *modes; /* owned */
 	/* Scans that failed, so that runs are not rescanned from every byte (which would be
 	 * quadratic): no PATH or PATH_SEG starts before path_fail_end, no URI before
@@ -36,31 +36,52 @@ struct lexer {
 	size_t n_modes, cap_modes;
 };
 
-/* Character classes of the lexer's regular expressions, one bit each. */
-enum { C_ALPHA = 1, C_DIGIT = 2, C_ID = 4, C_PATH = 8, C_URI = 16 };
+/* Character classes of the lexer's regular expressions, one bit each, and two for the
+ * short paths of lex_default(). A constant table: parses run on several threads. */
+enum {
+	C_ALPHA = 1,
+	C_DIGIT = 2,
+	C_ID = 4,
+	C_PATH = 8,
+	C_URI = 16,
+	C_WS = 32,     /* white space */
+	C_PUNCT = 64,  /* a one-byte token that no longer rule can start with */
+	C_IDSLOW = 128 /* after an identifier, may make it a path or a URI instead */
+};
 
-static uint8_t cclass[256];
+#define C_ALNUM (C_ID | C_PATH | C_URI)
 
-static void cclass_init(void)
-{
-	if (cclass['a'])
-		return;
-	for (int c = 0; c < 256; c++) {
-		uint8_t m = 0;
-
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-			m |= C_ALPHA | C_ID | C_PATH | C_URI;
-		if (c >= '0' && c <= '9')
-			m |= C_DIGIT | C_ID | C_PATH | C_URI;
-		if (c == '_' || c == '\'' || c == '-')
-			m |= C_ID;
-		if (c == '.' || c == '_' || c == '-' || c == '+')
-			m |= C_PATH;
-		if (c && strchr("%/?:@&=+$,-_.!~*'", c))
-			m |= C_URI;
-		cclass[c] = m;
-	}
-}
+static const uint8_t cclass[256] = {
+	['a' ... 'z'] = C_ALPHA | C_ALNUM,
+	['A' ... 'Z'] = C_ALPHA | C_ALNUM,
+	['0' ... '9'] = C_DIGIT | C_ALNUM,
+	['_'] = C_ID | C_PATH | C_URI,
+	['-'] = C_ID | C_PATH | C_URI,
+	['\''] = C_ID | C_URI,
+	['.'] = C_PATH | C_URI | C_IDSLOW,
+	['+'] = C_PATH | C_URI | C_IDSLOW,
+	['/'] = C_URI | C_IDSLOW,
+	[':'] = C_URI | C_IDSLOW | C_PUNCT,
+	['?'] = C_URI | C_PUNCT,
+	['@'] = C_URI | C_PUNCT,
+	[','] = C_URI | C_PUNCT,
+	['*'] = C_URI | C_PUNCT,
+	['%'] = C_URI,
+	['&'] = C_URI,
+	['='] = C_URI,
+	['$'] = C_URI,
+	['!'] = C_URI,
+	['~'] = C_URI,
+	[';'] = C_PUNCT,
+	['('] = C_PUNCT,
+	[')'] = C_PUNCT,
+	['['] = C_PUNCT,
+	[']'] = C_PUNCT,
+	[' '] = C_WS,
+	['\t'] = C_WS,
+	['\r'] = C_WS,
+	['\n'] = C_WS,
+};
 
 static inline bool is_alpha(unsigned char c)
 {
@@ -98,22 +119,10 @@ static inline unsigned char at(const struct lexer *L, uint32_t i)
 	return i < L->len ? (unsigned char)L->s[i] : 0;
 }
 
-static int push_tok(struct lexer *L, int kind, uint32_t off, uint32_t len, uint8_t flags)
+/* The array has room for every token (each but the last takes at least one byte). */
+static inline void push_tok(struct lexer *L, int kind, uint32_t off, uint8_t flags)
 {
-	struct nix_lex *lx = L->lx;
-
-	if (lx->n == L->cap) {
-		size_t ncap = L->cap * 2;
-		struct nix_ltok *t = realloc(lx->toks, ncap * sizeof(*t));
-
-		if (!t)
-			return -ENOMEM;
-		lx->toks = t;
-		L->cap = ncap;
-	}
-	lx->toks[lx->n++] = (struct nix_ltok){ .off = off, .len = len, .kind = (uint8_t)kind,
-					       .flags = flags };
-	return 0;
+	L->toks[L->n++] = (struct nix_ltok){ .off = off, .kind = (uint8_t)kind, .flags = flags };
 }
 
 static int push_mode(struct lexer *L, enum lex_mode m)
@@ -341,59 +350,180 @@ static void set_error(struct lexer *L, const char *msg, uint32_t off)
  * on the last token it matched (white space and comments included). */
 static uint32_t eof_off(const struct lexer *L)
 {
-	return L->lx->n ? L->lx->toks[L->lx->n - 1].off : 0;
+	return L->n ? L->toks[L->n - 1].off : 0;
 }
 
-/* One token in a DEFAULT state. */
+/* Ends the current token at @end: it is @kind and starts at @off. */
+static inline int emit(struct lexer *L, int kind, uint32_t off, uint32_t end)
+{
+	push_tok(L, kind, off, 0);
+	L->p = end;
+	return 0;
+}
+
+/* Ends a token that enters start condition @m. */
+static int emit_push(struct lexer *L, int kind, uint32_t off, uint32_t end, enum lex_mode m,
+		     uint8_t flags)
+{
+	int r = push_mode(L, m);
+
+	if (r < 0)
+		return r;
+	push_tok(L, kind, off, flags);
+	L->p = end;
+	return 0;
+}
+
+/* The common tokens of a DEFAULT state, as many as come in a row: blanks, one-byte
+ * punctuation, '=', identifiers and keywords, braces that keep the state DEFAULT, a '.'
+ * that can only be DOT, and strings without escapes or interpolation (any other string
+ * ends the run in the STRING state). One tight loop with the position and the next token
+ * in locals (a byte store may alias anything else). Returns 1 when the next byte needs
+ * lex_default(), 0 when the input ended or the start condition changed, or -ENOMEM. */
+static int lex_default_run(struct lexer *L)
+{
+	const char *s = L->s;
+	const uint32_t len = L->len;
+	struct nix_ltok *t = L->toks + L->n;
+	uint32_t p = L->p;
+	int ret = 0;
+
+	while (p < len) {
+		unsigned char c = (unsigned char)s[p];
+		uint8_t cl = cclass[c];
+		uint32_t j = p + 1;
+		int kind;
+
+		if (cl & C_WS) {
+			while (j < len && (cclass[(unsigned char)s[j]] & C_WS))
+				j++;
+			kind = NIX_TOK_WS;
+		} else if (cl & C_PUNCT) {
+			kind = op1_kind(c);
+		} else if (c == '=') {
+			kind = NIX_TOK_ASSIGN;
+			if (j < len && s[j] == '=') {
+				kind = NIX_TOK_EQ;
+				j++;
+			}
+		} else if (is_id_start(c)) {
+			unsigned char e;
+
+			while (j < len && is_id_char((unsigned char)s[j]))
+				j++;
+			e = j < len ? (unsigned char)s[j] : 0;
+			/* Only '.', '+', '/' or ':' can extend an identifier into a path or a URI
+			 * (its other bytes end both), and after '.' or '+' only when the run of
+			 * PATH_CHARs then meets '/' or ':'. Otherwise it is the longest match. */
+			if (cclass[e] & C_IDSLOW) {
+				uint32_t k = j;
+
+				if (e == '/' || e == ':') {
+					ret = 1;
+					break;
+				}
+				while (k < len && is_path_char((unsigned char)s[k]))
+					k++;
+				if (k < len && (s[k] == '/' || s[k] == ':')) {
+					ret = 1;
+					break;
+				}
+				/* no path starts inside this run either */
+				if (k > L->path_fail_end)
+					L->path_fail_end = k;
+			}
+			kind = ident_kind(s + p, j - p);
+		} else if (c == '{') {
+			if (push_mode(L, M_BRACE) < 0) {
+				ret = -ENOMEM;
+				break;
+			}
+			kind = NIX_TOK_LBRACE;
+		} else if (c == '}' && top(L) != M_INTERP) {
+			if (top(L) == M_BRACE)
+				L->n_modes--; /* back to the DEFAULT state that opened it */
+			kind = NIX_TOK_RBRACE;
+		} else if (c == '.' && p < L->path_fail_end && j < len && s[j] != '.' &&
+			   !is_digit((unsigned char)s[j])) {
+			/* no float, no ellipsis, and no path starts here */
+			kind = NIX_TOK_DOT;
+		} else if (c == '"') {
+			uint32_t q = j;
+
+			while (q < len && s[q] != '"' && s[q] != '\\' && s[q] != '$')
+				q++;
+			if (q < len && s[q] == '"') {
+				/* plain text up to the closing quote: what lex_string() makes of it */
+				*t++ = (struct nix_ltok){ .off = p, .kind = NIX_TOK_STR_OPEN };
+				if (q > j)
+					*t++ = (struct nix_ltok){ .off = j, .kind = NIX_TOK_STR_CONTENT };
+				p = q;
+				j = q + 1;
+				kind = NIX_TOK_STR_CLOSE;
+			} else {
+				/* escapes, interpolation or no end: lex_string() takes over */
+				if (push_mode(L, M_STRING) < 0) {
+					ret = -ENOMEM;
+					break;
+				}
+				*t++ = (struct nix_ltok){ .off = p, .kind = NIX_TOK_STR_OPEN };
+				p = j;
+				break;
+			}
+		} else {
+			ret = 1;
+			break;
+		}
+		*t++ = (struct nix_ltok){ .off = p, .kind = (uint8_t)kind };
+		p = j;
+	}
+	L->n = (size_t)(t - L->toks);
+	L->p = p;
+	return ret;
+}
+
+/* One token in a DEFAULT state: every rule, longest match. */
 static int lex_default(struct lexer *L)
 {
+	const char *s = L->s;
 	uint32_t p = L->p, best = 0;
-	unsigned char c = at(L, p), d = at(L, p + 1);
-	int kind = -1, r;
+	unsigned char c = (unsigned char)s[p], d = at(L, p + 1);
+	int kind = -1;
 
 	/* trivia */
 	if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
 		uint32_t j = p + 1;
 
-		while (j < L->len && (L->s[j] == ' ' || L->s[j] == '\t' || L->s[j] == '\r' ||
-				      L->s[j] == '\n'))
+		while (j < L->len && (cclass[(unsigned char)s[j]] & C_WS))
 			j++;
-		L->p = j;
-		return push_tok(L, NIX_TOK_WS, p, j - p, 0);
+		return emit(L, NIX_TOK_WS, p, j);
 	}
 	if (c == '#') {
-		const char *e = memchr(L->s + p, '\n', L->len - p);
-		uint32_t j = e ? (uint32_t)(e - L->s) : L->len;
-		const char *cr = memchr(L->s + p, '\r', j - p);
+		const char *e = memchr(s + p, '\n', L->len - p);
+		uint32_t j = e ? (uint32_t)(e - s) : L->len;
+		const char *cr = memchr(s + p, '\r', j - p);
 
 		if (cr)
-			j = (uint32_t)(cr - L->s);
-		L->p = j;
-		return push_tok(L, NIX_TOK_COMMENT, p, j - p, 0);
+			j = (uint32_t)(cr - s);
+		return emit(L, NIX_TOK_COMMENT, p, j);
 	}
-	if (c == '/' && d == '*') {
+	if (c == '/' && d == '*' && p < L->comment_fail_from) {
 		/* \/\*([^*]|\*+[^*\/])*\*+\/ : the first "*" "/" after the opening ends it */
-		uint32_t j = p + 2;
+		const char *q = s + p + 2, *end = s + L->len;
 
-		if (p >= L->comment_fail_from)
-			j = L->len;
-		while (j + 1 < L->len && !(L->s[j] == '*' && L->s[j + 1] == '/'))
-			j++;
-		if (j + 1 >= L->len)
-			L->comment_fail_from = p;
-		if (j + 1 < L->len) {
-			L->p = j + 2;
-			return push_tok(L, NIX_TOK_COMMENT, p, j + 2 - p, 0);
-		}
-		/* unterminated: no comment rule matches; fall through to '/' */
+		while (q < end && (q = memchr(q, '*', (size_t)(end - q))) && q + 1 < end &&
+		       q[1] != '/')
+			q++;
+		if (q && q + 1 < end)
+			return emit(L, NIX_TOK_COMMENT, p, (uint32_t)(q + 2 - s));
+		/* unterminated: no comment rule matches, nor will one further on; fall through
+		 * to '/' */
+		L->comment_fail_from = p;
 	}
 
 	/* strings and interpolation */
-	if (c == '"') {
-		L->p = p + 1;
-		r = push_mode(L, M_STRING);
-		return r < 0 ? r : push_tok(L, NIX_TOK_STR_OPEN, p, 1, 0);
-	}
+	if (c == '"')
+		return emit_push(L, NIX_TOK_STR_OPEN, p, p + 1, M_STRING, 0);
 	if (c == '\'' && d == '\'') {
 		uint32_t j = p + 2;
 
@@ -401,27 +531,18 @@ static int lex_default(struct lexer *L)
 		while (at(L, j) == ' ')
 			j++;
 		j = at(L, j) == '\n' ? j + 1 : p + 2;
-		L->p = j;
-		r = push_mode(L, M_IND);
-		return r < 0 ? r : push_tok(L, NIX_TOK_IND_OPEN, p, j - p, 0);
+		return emit_push(L, NIX_TOK_IND_OPEN, p, j, M_IND, 0);
 	}
-	if (c == '$' && d == '{') {
-		L->p = p + 2;
-		r = push_mode(L, M_INTERP);
-		return r < 0 ? r : push_tok(L, NIX_TOK_INTERP_OPEN, p, 2, 0);
-	}
-	if (c == '{') {
-		L->p = p + 1;
-		r = push_mode(L, M_BRACE);
-		return r < 0 ? r : push_tok(L, NIX_TOK_LBRACE, p, 1, 0);
-	}
+	if (c == '$' && d == '{')
+		return emit_push(L, NIX_TOK_INTERP_OPEN, p, p + 2, M_INTERP, 0);
+	if (c == '{')
+		return emit_push(L, NIX_TOK_LBRACE, p, p + 1, M_BRACE, 0);
 	if (c == '}') {
 		enum lex_mode m = top(L);
 
 		if (m != M_INITIAL)
 			L->n_modes--;
-		L->p = p + 1;
-		return push_tok(L, m == M_INTERP ? NIX_TOK_INTERP_CLOSE : NIX_TOK_RBRACE, p, 1, 0);
+		return emit(L, m == M_INTERP ? NIX_TOK_INTERP_CLOSE : NIX_TOK_RBRACE, p, p + 1);
 	}
 
 	/* the longest of the word-like rules; ties go to the earlier rule */
@@ -431,7 +552,7 @@ static int lex_default(struct lexer *L)
 		while (is_id_char(at(L, j)))
 			j++;
 		best = j - p;
-		kind = ident_kind(L->s + p, best);
+		kind = ident_kind(s + p, best);
 	}
 	if (is_digit(c)) {
 		uint32_t j = p + 1;
@@ -471,16 +592,11 @@ static int lex_default(struct lexer *L)
 
 		/* {PATH_SEG}\$\{ : the path continues with an interpolation */
 		if (seg && at(L, p + seg) == '$' && at(L, p + seg + 1) == '{' && seg + 2 > best &&
-		    seg + 2 > n) {
-			L->p = p + seg;
-			r = push_mode(L, M_INPATH_SLASH);
-			return r < 0 ? r : push_tok(L, NIX_TOK_PATH, p, seg, 0);
-		}
-		if (n > best) {
-			L->p = p + n;
-			r = push_mode(L, L->s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH);
-			return r < 0 ? r : push_tok(L, NIX_TOK_PATH, p, n, 0);
-		}
+		    seg + 2 > n)
+			return emit_push(L, NIX_TOK_PATH, p, p + seg, M_INPATH_SLASH, 0);
+		if (n > best)
+			return emit_push(L, NIX_TOK_PATH, p, p + n,
+					 s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH, 0);
 		/* no path here, nor from anywhere inside this run of PATH_CHARs: they all end
 		 * at the same byte */
 		if (run > L->path_fail_end)
@@ -489,16 +605,11 @@ static int lex_default(struct lexer *L)
 	if (c == '~') {
 		uint32_t n = match_hpath(L, p);
 
-		if (d == '/' && at(L, p + 2) == '$' && at(L, p + 3) == '{' && n < 4) {
-			L->p = p + 2;
-			r = push_mode(L, M_INPATH_SLASH);
-			return r < 0 ? r : push_tok(L, NIX_TOK_PATH, p, 2, 0);
-		}
-		if (n) {
-			L->p = p + n;
-			r = push_mode(L, L->s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH);
-			return r < 0 ? r : push_tok(L, NIX_TOK_PATH, p, n, 0);
-		}
+		if (d == '/' && at(L, p + 2) == '$' && at(L, p + 3) == '{' && n < 4)
+			return emit_push(L, NIX_TOK_PATH, p, p + 2, M_INPATH_SLASH, 0);
+		if (n)
+			return emit_push(L, NIX_TOK_PATH, p, p + n,
+					 s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH, 0);
 	}
 	if (c == '<') {
 		uint32_t n = match_spath(L, p);
@@ -522,80 +633,69 @@ static int lex_default(struct lexer *L)
 		if (kind < 0)
 			kind = NIX_LTOK_BAD;
 	}
-	L->p = p + best;
-	return push_tok(L, kind, p, best, 0);
+	return emit(L, kind, p, p + best);
 }
 
 /* Literal text of a "..." string, up to '"' or '${' (escapes kept as written). */
 static int lex_string(struct lexer *L)
 {
+	const char *s = L->s;
 	uint32_t p = L->p, j = p;
-	unsigned char c;
-	int r;
 
-	if (at(L, p) == '"') {
+	if (s[p] == '"') {
 		L->n_modes--;
-		L->p = p + 1;
-		return push_tok(L, NIX_TOK_STR_CLOSE, p, 1, 0);
+		return emit(L, NIX_TOK_STR_CLOSE, p, p + 1);
 	}
-	if (at(L, p) == '$' && at(L, p + 1) == '{') {
-		L->p = p + 2;
-		r = push_mode(L, M_INTERP);
-		return r < 0 ? r : push_tok(L, NIX_TOK_INTERP_OPEN, p, 2, 0);
-	}
+	if (s[p] == '$' && at(L, p + 1) == '{')
+		return emit_push(L, NIX_TOK_INTERP_OPEN, p, p + 2, M_INTERP, 0);
 	while (j < L->len) {
-		c = (unsigned char)L->s[j];
+		unsigned char c = (unsigned char)s[j], d;
+
+		if (c != '"' && c != '\\' && c != '$') {
+			j++;
+			continue;
+		}
 		if (c == '"')
 			break;
 		if (c == '\\') {
 			j += j + 1 < L->len ? 2 : 1;
 			continue;
 		}
-		if (c == '$') {
-			unsigned char d = at(L, j + 1);
-
-			if (j + 1 >= L->len || d == '"') {
-				j++;
-				break;
-			}
-			if (d == '{')
-				break;
-			if (d == '\\') {
-				/* \$\\{ANY} */
-				j += j + 2 < L->len ? 3 : 2;
-				continue;
-			}
-			j += 2; /* \$[^{"\\]: "$$" is two literal dollars */
+		d = at(L, j + 1);
+		if (j + 1 >= L->len || d == '"') {
+			j++;
+			break;
+		}
+		if (d == '{')
+			break;
+		if (d == '\\') {
+			/* \$\\{ANY} */
+			j += j + 2 < L->len ? 3 : 2;
 			continue;
 		}
-		j++;
+		j += 2; /* \$[^{"\\]: "$$" is two literal dollars */
 	}
-	L->p = j;
-	return push_tok(L, NIX_TOK_STR_CONTENT, p, j - p, 0);
+	return emit(L, NIX_TOK_STR_CONTENT, p, j);
 }
 
 /* Literal text of a ''...'' string, escapes ('''  ''$  ''\x) included. */
 static int lex_ind(struct lexer *L)
 {
+	const char *s = L->s;
 	uint32_t p = L->p, j = p;
-	int r;
 
-	if (at(L, p) == '$' && at(L, p + 1) == '{') {
-		L->p = p + 2;
-		r = push_mode(L, M_INTERP);
-		return r < 0 ? r : push_tok(L, NIX_TOK_INTERP_OPEN, p, 2, 0);
-	}
-	if (at(L, p) == '\'' && at(L, p + 1) == '\'') {
+	if (s[p] == '$' && at(L, p + 1) == '{')
+		return emit_push(L, NIX_TOK_INTERP_OPEN, p, p + 2, M_INTERP, 0);
+	if (s[p] == '\'' && at(L, p + 1) == '\'') {
 		unsigned char e = at(L, p + 2);
 
 		if (!(e == '$' || e == '\'' || (e == '\\' && p + 3 < L->len))) {
 			L->n_modes--;
-			L->p = p + 2;
-			return push_tok(L, NIX_TOK_IND_CLOSE, p, 2, 0);
+			return emit(L, NIX_TOK_IND_CLOSE, p, p + 2);
 		}
 	}
 	while (j < L->len) {
-		unsigned char c = (unsigned char)L->s[j];
+		unsigned char c = (unsigned char)s[j];
 
 		if (c == '$') {
 			unsigned char d = at(L, j + 1);
@@ -625,22 +725,18 @@ static int lex_ind(struct lexer *L)
 		}
 		j++;
 	}
-	L->p = j;
-	return push_tok(L, NIX_TOK_STR_CONTENT, p, j - p, 0);
+	return emit(L, NIX_TOK_STR_CONTENT, p, j);
 }
 
 /* Inside a path after a piece: another piece, an interpolation, or the end of the path. */
 static int lex_inpath(struct lexer *L, bool *ret_done)
 {
 	uint32_t p = L->p, n, m;
-	int r;
 
 	*ret_done = true;
-	if (at(L, p) == '$' && at(L, p + 1) == '{') {
+	if (L->s[p] == '$' && at(L, p + 1) == '{') {
 		L->modes[L->n_modes - 1] = M_INPATH;
-		L->p = p + 2;
-		r = push_mode(L, M_INTERP);
-		return r < 0 ? r : push_tok(L, NIX_TOK_INTERP_OPEN, p, 2, NIX_LF_INPATH);
+		return emit_push(L, NIX_TOK_INTERP_OPEN, p, p + 2, M_INTERP, NIX_LF_INPATH);
 	}
 	/* {PATH}|{PATH_SEG}|{PATH_CHAR}+ */
 	n = match_path(L, p);
@@ -653,58 +749,45 @@ static int lex_inpath(struct lexer *L, bool *ret_done)
 		n = m - p;
 	if (n) {
 		L->modes[L->n_modes - 1] = L->s[p + n - 1] == '/' ? M_INPATH_SLASH : M_INPATH;
+		push_tok(L, NIX_TOK_PATH, p, NIX_LF_INPATH);
 		L->p = p + n;
-		return push_tok(L, NIX_TOK_PATH, p, n, NIX_LF_INPATH);
+		return 0;
 	}
 	if (top(L) == M_INPATH_SLASH) {
 		set_error(L, "path has a trailing slash", p < L->len ? p : eof_off(L));
-		return push_tok(L, NIX_LTOK_ERROR, p, 0, 0);
+		push_tok(L, NIX_LTOK_ERROR, p, 0);
+		return 0;
 	}
 	L->n_modes--;
 	*ret_done = false; /* the byte is lexed again in the state below */
 	return 0;
 }
 
-int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
+int nix_lex_run(const char *src, size_t len, struct nix_ltok *toks, struct nix_lex *lx)
 {
-	struct lexer L = { .s = src, .len = (uint32_t)len, .lx = lx };
+	struct lexer L = { .s = src, .len = (uint32_t)len, .lx = lx, .toks = toks };
 	int r = 0;
 
 	if (len >= UINT32_MAX - 4)
 		return -EFBIG;
-	*lx = (struct nix_lex){ 0 };
-	cclass_init();
-	L.cap = len + 2; /* a token has at least one byte: no growth; untouched pages cost nothing */
-	if (L.cap * sizeof(*lx->toks) >= HUGE_ARRAY) {
-		/* big inputs: fewer page faults with transparent huge pages */
-		size_t bytes = (L.cap * sizeof(*lx->toks) + HUGE_ARRAY - 1) & ~(size_t)(HUGE_ARRAY - 1);
-
-		lx->toks = aligned_alloc(HUGE_ARRAY, bytes);
-		if (lx->toks)
-			(void)madvise(lx->toks, bytes, MADV_HUGEPAGE);
-	} else {
-		lx->toks = malloc(L.cap * sizeof(*lx->toks));
-	}
+	*lx = (struct nix_lex){ .toks = toks };
 	L.cap_modes = 64;
 	L.modes = malloc(L.cap_modes);
-	if (!lx->toks || !L.modes) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!L.modes)
+		return -ENOMEM;
 	L.modes[L.n_modes++] = M_INITIAL;
 	L.comment_fail_from = UINT32_MAX;
 
 	if (len >= 3 && memcmp(src, "\xef\xbb\xbf", 3) == 0) {
 		set_error(&L, "the file starts with a UTF-8 byte-order mark, which Nix does not "
 			      "accept", 0);
-		r = push_tok(&L, NIX_LTOK_ERROR, 0, 0, 0);
+		push_tok(&L, NIX_LTOK_ERROR, 0, 0);
 		goto out;
 	}
 	while (L.p < L.len) {
-		enum lex_mode m = top(&L);
 		bool done;
 
-		switch (m) {
+		switch (top(&L)) {
 		case M_STRING:
 			r = lex_string(&L);
 			break;
@@ -718,11 +801,13 @@ int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
 				goto out;
 			if (!done)
 				continue;
-			if (lx->n && lx->toks[lx->n - 1].kind == NIX_LTOK_ERROR)
+			if (L.toks[L.n - 1].kind == NIX_LTOK_ERROR)
 				goto out;
 			break;
 		default:
-			r = lex_default(&L);
+			r = lex_default_run(&L);
+			if (r > 0)
+				r = lex_default(&L);
 			break;
 		}
 		if (r < 0)
@@ -730,20 +815,17 @@ int nix_lex_run(const char *src, size_t len, struct nix_lex *lx)
 	}
 	if (top(&L) == M_INPATH_SLASH) {
 		set_error(&L, "path has a trailing slash", eof_off(&L));
-		r = push_tok(&L, NIX_LTOK_ERROR, L.len, 0, 0);
+		push_tok(&L, NIX_LTOK_ERROR, L.len, 0);
 		goto out;
 	}
 	lx->eof_in_path = top(&L) == M_INPATH;
-	r = push_tok(&L, NIX_LTOK_EOF, L.len, 0, 0);
+	push_tok(&L, NIX_LTOK_EOF, L.len, 0);
 out:
 	free(L.modes);
 	if (r < 0)
-		nix_lex_clear(lx);
-	return r;
-}
-
-void nix_lex_clear(struct nix_lex *lx)
-{
-	free(lx->toks);
-	*lx = (struct nix_lex){ 0 };
+		return r;
+	/* the entry after the last token: the last one's length is 0 */
+	L.toks[L.n] = (struct nix_ltok){ .off = L.toks[L.n - 1].off, .kind = NIX_LTOK_EOF };
+	lx->n = L.n;
+	return 0;
 }

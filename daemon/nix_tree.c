@@ -3,7 +3,10 @@
  * follows the grammar and operator table of Nix 2.8's bison parser, builds nodes in an
  * arena (one allocation per chunk, never per byte), and then applies the checks Nix makes
  * while parsing: duplicate attributes (with its merging of nested sets), dynamic attributes
- * in let and inherit, duplicate formals, undefined variables. It does not evaluate. */
+ * in let and inherit, duplicate formals, undefined variables. It does not evaluate.
+ * The lexer's token array is the tree's token store: a node records the range of tokens
+ * it spans and points to its child nodes, so tokens are never copied. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -18,81 +21,124 @@
 
 #define MAX_DEPTH 2000 /* nesting of expressions; deeper input is refused, not a crash */
 
-/* ---- arena ---------------------------------------------------------------------------- */
+/* ---- memory ----------------------------------------------------------------------------- */
 
-#define ARENA_HUGE (2 * 1024 * 1024)
-
+/* Nodes come from an arena: the first chunk is part of the tree's own allocation (see
+ * tree_alloc()), further ones are malloc'd only for unusually dense input. */
 struct arena_chunk {
 	struct arena_chunk *next;
-	size_t used, cap;
 	max_align_t data[];
 };
 
 struct arena {
-	struct arena_chunk *head;
+	char *next;                /* the free part of the current chunk */
+	size_t left;
+	struct arena_chunk *extra; /* chunks beyond the first, owned */
+	size_t next_cap;           /* the size of the next one */
 };
 
-static void *arena_alloc(struct arena *a, size_t n)
+#define ARENA_ALIGN sizeof(void *) /* nodes hold pointers; names are bytes */
+#define ARENA_PER_BYTE 10 /* arena bytes per input byte planned (typical Nix needs ~7) */
+#define HUGE_PAGE (2 * 1024 * 1024)
+
+static void *arena_grow(struct arena *a, size_t n)
 {
-	struct arena_chunk *c = a->head;
+	struct arena_chunk *c;
+	size_t cap = a->next_cap > n ? a->next_cap : n;
+
+	c = malloc(sizeof(*c) + cap);
+	if (!c)
+		return NULL;
+	c->next = a->extra;
+	a->extra = c;
+	a->next_cap = cap < 8 * 1024 * 1024 ? cap * 2 : cap;
+	a->next = (char *)c->data + n;
+	a->left = cap - n;
+	return c->data;
+}
+
+static inline void *arena_alloc(struct arena *a, size_t n)
+{
 	void *p;
 
-	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-	if (!c || c->cap - c->used < n) {
-		size_t cap = 64 * 1024;
-
-		if (c && c->cap < 8 * 1024 * 1024)
-			cap = c->cap * 2;
-		if (cap < n)
-			cap = n;
-		if (cap >= ARENA_HUGE) {
-			/* big trees: fewer page faults with transparent huge pages */
-			cap = (cap + ARENA_HUGE - 1) & ~(size_t)(ARENA_HUGE - 1);
-			c = aligned_alloc(ARENA_HUGE, cap);
-			if (c)
-				(void)madvise(c, cap, MADV_HUGEPAGE);
-			cap -= sizeof(*c);
-		} else {
-			c = malloc(sizeof(*c) + cap);
-		}
-		if (!c)
-			return NULL;
-		c->used = 0;
-		c->cap = cap;
-		c->next = a->head;
-		a->head = c;
-	}
-	p = (char *)c->data + c->used;
-	c->used += n;
+	n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+	if (a->left < n)
+		return arena_grow(a, n);
+	p = a->next;
+	a->next += n;
+	a->left -= n;
 	return p;
 }
 
 static void arena_free(struct arena *a)
 {
-	struct arena_chunk *c = a->head, *next;
+	struct arena_chunk *c = a->extra, *next;
 
 	for (; c; c = next) {
 		next = c->next;
 		free(c);
 	}
-	a->head = NULL;
+	a->extra = NULL;
 }
 
-/* The tree as nix_tree_parse() hands it out: the public part first. */
+/* The tree as nix_tree_parse() hands it out: the public part first. One allocation holds
+ * this struct, the token store and the arena's first chunk. */
 struct tree_priv {
 	struct nix_tree pub;
 	struct arena arena;
+	struct nix_ltok *toks;   /* the token store: n_toks tokens, the last EOF */
+	size_t n_toks;
 	uint32_t *line_starts;   /* built on the first nix_tree_linecol(); owned */
 	size_t n_lines;
 };
 
-/* Every node carries the id of the attribute set it denotes, for duplicate detection. */
-struct pnode {
-	struct nix_node n;
-	int32_t sem;  /* ATTRSET: its semantic set; -1 otherwise */
-	bool lenient; /* Nix's merging moves this into another set's scope: skip the
-		       * undefined-variable check inside rather than guess */
-};
+static_assert(sizeof(struct tree_priv) % ARENA_ALIGN == 0 &&
+		      sizeof(struct nix_ltok) % ARENA_ALIGN == 0,
+	      "the token store and the arena in a tree's allocation stay aligned");
+
+/* The allocation of a tree for @len bytes of input, sized up front: the token store has
+ * room for the most tokens possible and the arena for ARENA_PER_BYTE bytes per byte, and
+ * the pages the parse does not use are never touched. One block, reused by malloc from
+ * one parse to the next, rather than a few that each come back as fresh pages. */
+static struct tree_priv *tree_alloc(size_t len)
+{
+	size_t toks_at = sizeof(struct tree_priv);
+	size_t arena_at = toks_at + nix_lex_max_toks(len) * sizeof(struct nix_ltok);
+	size_t bytes = arena_at + len * ARENA_PER_BYTE + 1024;
+	struct tree_priv *tp;
+
+	tp = malloc(bytes);
+	if (!tp)
+		return NULL;
+	if (bytes >= 2 * HUGE_PAGE) {
+		/* big trees: fewer page faults with transparent huge pages, in the whole huge
+		 * pages the block covers */
+		uintptr_t from = ((uintptr_t)tp + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+		uintptr_t to = ((uintptr_t)tp + bytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+
+		if (to > from)
+			(void)madvise((void *)from, to - from, MADV_HUGEPAGE);
+	}
+	*tp = (struct tree_priv){ 0 };
+	tp->toks = (struct nix_ltok *)(void *)((char *)tp + toks_at);
+	tp->arena.next = (char *)tp + arena_at;
+	tp->arena.left = bytes - arena_at;
+	tp->arena.next_cap = 64 * 1024 + len * 2;
+	return tp;
+}
+
+static void tree_free(struct tree_priv *tp)
+{
+	arena_free(&tp->arena);
+	free(tp->line_starts);
+	free(tp);
+}
+
+/* node flags */
+#define NF_REC 0x1     /* an ATTRSET with the `rec` keyword */
+#define NF_LENIENT 0x2 /* Nix's merging moves this into another set's scope: skip the
+			* undefined-variable check inside rather than guess */
+#define NF_CHECK 0x4   /* something inside for check_scopes(): a variable or an inherit */
 
 /* ---- semantic sets (duplicate attributes) ----------------------------------------------- */
 
@@ -108,7 +154,7 @@ struct sem_ent {
 struct sem_set {
 	uint32_t head, tail; /* first/last entry +1 */
 	uint32_t count;
-	struct pnode *node;  /* its ATTRSET node, NULL for one a dotted path made */
+	struct nix_node *node; /* its ATTRSET node, NULL for one a dotted path made */
 };
 
 struct sem_slot {
@@ -126,6 +172,14 @@ struct sem {
 	size_t n_sets, cap_sets;
 };
 
+/* A name being looked up or added: its hash is computed at most once. */
+struct sem_key {
+	const char *name;
+	uint32_t len;
+	bool hashed;
+	uint32_t hash; /* of the name alone, when hashed */
+};
+
 /* ---- parser state --------------------------------------------------------------------- */
 
 struct parser {
@@ -136,14 +190,18 @@ struct parser {
 	size_t n_toks;
 	const struct nix_lex *lx;
 	size_t pos;  /* the next significant token */
-	size_t triv; /* the first trivia token not yet placed in the tree */
-	struct nix_elem *scratch;
+	size_t triv; /* the first token not yet placed in a node (trivia before pos) */
+	struct nix_node **scratch; /* finished nodes still waiting for their parent */
 	size_t n_scratch, cap_scratch;
 	struct arena *arena;
 	int depth;
 	bool failed;
 	struct ws_err *err;
 	struct sem sem;
+	/* the last attribute set parse_attrset() finished and its semantic set, for the
+	 * binding whose value it is */
+	const struct nix_node *last_set;
+	int32_t last_set_sem;
 	/* Nix's GLR parser reads `{ }` both as a set and as an empty pattern; when both
 	 * readings fail on the next token, it reports the pattern's expectations */
 	size_t glr_empty_set_next;
@@ -220,22 +278,54 @@ static int peek2_kind(const struct parser *P)
 
 	if (P->toks[i].kind >= NIX_LTOK_EOF)
 		return P->toks[i].kind;
-	for (i++; i < P->n_toks && is_trivia(P->toks[i].kind); i++)
+	for (i++; is_trivia(P->toks[i].kind); i++)
 		;
 	return P->toks[i].kind;
 }
 
-static void skip_to_significant(struct parser *P)
+/* The token store ends with EOF or ERROR, which is not trivia. */
+static inline void skip_to_significant(struct parser *P)
 {
-	while (P->pos < P->n_toks && is_trivia(P->toks[P->pos].kind))
+	while (is_trivia(P->toks[P->pos].kind))
 		P->pos++;
 }
 
-static int scratch_push(struct parser *P, struct nix_elem e)
+/* A checkpoint: where a node that starts at the next token begins, in the scratch and in
+ * the token store. */
+struct mark {
+	size_t scratch;
+	uint32_t tok;
+};
+
+/* Places pending trivia in the node being built: tokens before P->triv belong to the
+ * nodes that are open now. */
+static inline void flush_trivia(struct parser *P)
+{
+	P->triv = P->pos;
+}
+
+static inline struct mark mark(struct parser *P)
+{
+	flush_trivia(P);
+	return (struct mark){ .scratch = P->n_scratch, .tok = (uint32_t)P->pos };
+}
+
+/* Consumes the next significant token into the node being built. */
+static inline void bump(struct parser *P)
+{
+	flush_trivia(P);
+	if (P->toks[P->pos].kind >= NIX_LTOK_EOF)
+		return;
+	P->pos++;
+	P->triv = P->pos;
+	skip_to_significant(P);
+}
+
+static int scratch_push(struct parser *P, struct nix_node *n)
 {
 	if (P->n_scratch == P->cap_scratch) {
 		size_t ncap = P->cap_scratch ? P->cap_scratch * 2 : 256;
-		struct nix_elem *s = realloc(P->scratch, ncap * sizeof(*s));
+		struct nix_node **s = realloc(P->scratch, ncap * sizeof(*s));
 
 		if (!s) {
 			fail_at(P, 0, "out of memory");
@@ -244,94 +334,70 @@ static int scratch_push(struct parser *P, struct nix_elem e)
 		P->scratch = s;
 		P->cap_scratch = ncap;
 	}
-	P->scratch[P->n_scratch++] = e;
+	P->scratch[P->n_scratch++] = n;
 	return 0;
 }
 
-static int push_tok_elem(struct parser *P, const struct nix_ltok *t)
+/* Which child nodes of a node of @kind are expressions for the undefined-variable check
+ * (others are names). */
+static inline bool child_is_expr(int kind, size_t child_idx, const struct nix_node *c)
 {
-	struct nix_elem e = { .is_node = false };
-
-	e.tok.kind = (enum nix_tok)t->kind;
-	e.tok.off = t->off;
-	e.tok.len = t->len;
-	return scratch_push(P, e);
-}
-
-/* Places pending trivia in the node being built. */
-static int flush_trivia(struct parser *P)
-{
-	for (; P->triv < P->pos; P->triv++) {
-		int r = push_tok_elem(P, &P->toks[P->triv]);
-
-		if (r < 0)
-			return r;
+	switch (kind) {
+	case NIX_NODE_LAMBDA:
+		return child_idx > 0 || c->kind == NIX_NODE_PATTERN;
+	case NIX_NODE_PATTERN:
+		return c->kind == NIX_NODE_PAT_ENTRY;
+	case NIX_NODE_PAT_ENTRY:
+		return child_idx > 0;
+	case NIX_NODE_ATTRPATH:
+		return c->kind != NIX_NODE_IDENT;
+	case NIX_NODE_INHERIT:
+		return c->kind == NIX_NODE_INHERIT_FROM;
+	case NIX_NODE_WITH:
+		return child_idx == 0; /* anything may come from the with in the body */
+	default:
+		return true;
 	}
-	return 0;
 }
 
-/* A checkpoint: where a node that starts at the next token begins in the scratch. */
-static size_t mark(struct parser *P)
+/* Makes the tokens placed since @m, with the nodes finished since, a node of @kind. */
+static struct nix_node *finish(struct parser *P, enum nix_kind kind, struct mark m)
 {
-	(void)flush_trivia(P);
-	return P->n_scratch;
-}
-
-/* Consumes the next significant token into the node being built. */
-static void bump(struct parser *P)
-{
-	if (flush_trivia(P) < 0)
-		return;
-	if (P->toks[P->pos].kind >= NIX_LTOK_EOF)
-		return;
-	if (push_tok_elem(P, &P->toks[P->pos]) < 0)
-		return;
-	P->pos++;
-	P->triv = P->pos;
-	skip_to_significant(P);
-}
-
-/* Wraps the scratch elements from @m in a new node of @kind. */
-static struct nix_node *finish(struct parser *P, enum nix_kind kind, size_t m)
-{
-	size_t n = P->n_scratch - m;
-	struct pnode *pn;
-	struct nix_elem e = { .is_node = true };
+	size_t n = P->n_scratch - m.scratch;
+	struct nix_node *nd;
+	uint8_t flags = 0;
 
 	if (P->failed)
 		return NULL;
-	pn = arena_alloc(P->arena, sizeof(*pn) + n * sizeof(struct nix_elem));
-	if (!pn) {
+	nd = arena_alloc(P->arena, sizeof(*nd) + n * sizeof(nd->children[0]));
+	if (!nd) {
 		fail_at(P, 0, "out of memory");
 		return NULL;
 	}
-	pn->sem = -1;
-	pn->lenient = false;
-	pn->n = (struct nix_node){ .kind = kind, .op = NIX_TOK_COUNT };
-	pn->n.elems = (struct nix_elem *)(pn + 1);
-	pn->n.n_elems = n;
-	memcpy(pn->n.elems, P->scratch + m, n * sizeof(struct nix_elem));
-	for (size_t i = 0; i < n; i++)
-		if (pn->n.elems[i].is_node) {
-			pn->n.elems[i].node->parent = &pn->n;
-			pn->n.n_children++;
-		}
-	if (n) {
-		const struct nix_elem *f = &pn->n.elems[0], *l = &pn->n.elems[n - 1];
+	nd->parent = NULL;
+	nd->toks = P->toks;
+	nd->tok_start = m.tok;
+	nd->tok_end = (uint32_t)P->triv;
+	nd->start = P->toks[m.tok].off;
+	nd->end = P->toks[P->triv].off;
+	nd->n_children = (uint32_t)n;
+	nd->kind = (uint8_t)kind;
+	nd->op = NIX_TOK_COUNT;
+	for (size_t i = 0; i < n; i++) {
+		struct nix_node *c = P->scratch[m.scratch + i];
 
-		pn->n.start = f->is_node ? f->node->start : f->tok.off;
-		pn->n.end = l->is_node ? l->node->end : l->tok.off + l->tok.len;
+		c->parent = nd;
+		nd->children[i] = c;
+		if ((c->kind == NIX_NODE_IDENT || c->kind == NIX_NODE_INHERIT ||
+		     (c->flags & NF_CHECK)) &&
+		    child_is_expr(kind, i, c))
+			flags |= NF_CHECK;
 	}
-	P->n_scratch = m;
-	e.node = &pn->n;
-	if (scratch_push(P, e) < 0)
+	nd->flags = flags;
+	P->n_scratch = m.scratch;
+	if (scratch_push(P, nd) < 0)
 		return NULL;
-	return &pn->n;
-}
-
-static inline struct pnode *PN(struct nix_node *n)
-{
-	return (struct pnode *)n;
+	return nd;
 }
 
 /* Bison's names for the tokens, as they appear in Nix's messages. */
@@ -402,7 +468,7 @@ static const char *tok_msg_name(const struct parser *P, const struct nix_ltok *t
 static uint32_t content_last_piece(const struct parser *P, const struct nix_ltok *t, bool ind)
 {
 	const char *s = P->src;
-	uint32_t i = t->off, end = t->off + t->len, last = t->off;
+	uint32_t i = t->off, end = t->off + nix_ltok_len(t), last = t->off;
 
 	if (!ind) {
 		/* the main rule takes everything but a dangling \, $ or $\ at the end */
@@ -536,12 +602,21 @@ static int32_t sem_new_set(struct parser *P)
 	return (int32_t)S->n_sets++;
 }
 
-static inline uint32_t sem_hash(uint32_t set, const char *name, uint32_t nlen)
+static inline uint32_t sem_key_hash(struct sem_key *k)
 {
-	return hash_bytes(name, nlen) ^ (set * 0x9e3779b1u);
+	if (!k->hashed) {
+		k->hash = hash_bytes(k->name, k->len);
+		k->hashed = true;
+	}
+	return k->hash;
 }
 
-static struct sem_ent *sem_find(struct parser *P, uint32_t set, const char *name, uint32_t nlen)
+static inline uint32_t sem_hash(uint32_t set, uint32_t name_hash)
+{
+	return name_hash ^ (set * 0x9e3779b1u);
+}
+
+static struct sem_ent *sem_find(struct parser *P, uint32_t set, struct sem_key *key)
 {
 	struct sem *S = &P->sem;
 	uint32_t h;
@@ -551,12 +626,12 @@ static struct sem_ent *sem_find(struct parser *P, uint32_t set, const char *name
 		for (uint32_t k = S->sets[set].head; k; k = S->ents[k - 1].next) {
 			struct sem_ent *e = &S->ents[k - 1];
 
-			if (e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+			if (e->nlen == key->len && memcmp(e->name, key->name, key->len) == 0)
 				return e;
 		}
 		return NULL;
 	}
-	h = sem_hash(set, name, nlen);
+	h = sem_hash(set, sem_key_hash(key));
 	for (size_t i = h & (S->n_slots - 1);; i = (i + 1) & (S->n_slots - 1)) {
 		uint32_t k = S->slots[i].idx;
 		struct sem_ent *e;
@@ -566,7 +641,7 @@ static struct sem_ent *sem_find(struct parser *P, uint32_t set, const char *name
 		if (S->slots[i].hash != h)
 			continue;
 		e = &S->ents[k - 1];
-		if (e->set == set && e->nlen == nlen && memcmp(e->name, name, nlen) == 0)
+		if (e->set == set && e->nlen == key->len && memcmp(e->name, key->name, key->len) == 0)
 			return e;
 	}
 }
@@ -580,8 +655,9 @@ static void sem_slot_put(struct sem_slot *slots, size_t n_slots, uint32_t hash, 
 	slots[i] = (struct sem_slot){ .hash = hash, .idx = idx };
 }
 
-/* Puts entry @k (index) in the table, growing it as needed. */
-static int sem_hash_ent(struct sem *S, uint32_t k)
+/* Puts entry @k (index), whose name hashes to @name_hash, in the table, growing it as
+ * needed. */
+static int sem_hash_ent(struct sem *S, uint32_t k, uint32_t name_hash)
 {
 	struct sem_ent *e = &S->ents[k];
 
@@ -598,12 +674,12 @@ static int sem_hash_ent(struct sem *S, uint32_t k)
 		S->slots = slots;
 		S->n_slots = n;
 	}
-	sem_slot_put(S->slots, S->n_slots, sem_hash(e->set, e->name, e->nlen), k + 1);
+	sem_slot_put(S->slots, S->n_slots, sem_hash(e->set, name_hash), k + 1);
 	S->n_hashed++;
 	return 0;
 }
 
-static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nlen, uint32_t pos,
+static int sem_add(struct parser *P, uint32_t set, struct sem_key *key, uint32_t pos,
 		   int32_t sub)
 {
 	struct sem *S = &P->sem;
@@ -611,7 +687,9 @@ static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nl
 	uint32_t k;
 
 	if (S->n_ents == S->cap_ents) {
-		size_t ncap = S->cap_ents ? S->cap_ents * 2 : 128;
+		/* start at about one entry per eight tokens (an attribute set's binding takes
+		 * at least four), so that typical files never grow the array */
+		size_t ncap = S->cap_ents ? S->cap_ents * 2 : 64 + P->n_toks / 8;
 		struct sem_ent *ents = realloc(S->ents, ncap * sizeof(*ents));
 
 		if (!ents)
@@ -620,8 +698,8 @@ static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nl
 		S->cap_ents = ncap;
 	}
 	k = (uint32_t)S->n_ents++;
-	S->ents[k] = (struct sem_ent){ .name = name, .nlen = nlen, .set = set, .pos = pos,
-				       .sub = sub };
+	S->ents[k] = (struct sem_ent){ .name = key->name, .nlen = key->len, .set = set,
+				       .pos = pos, .sub = sub };
 	if (st->tail)
 		S->ents[st->tail - 1].next = k + 1;
 	else
@@ -630,10 +708,13 @@ static int sem_add(struct parser *P, uint32_t set, const char *name, uint32_t nl
 	st->count++;
 	if (st->count == SEM_SMALL + 1) {
 		/* the set outgrew its list: every entry goes in the table */
-		for (uint32_t i = st->head; i; i = S->ents[i - 1].next)
-			if (sem_hash_ent(S, i - 1) < 0)
+		for (uint32_t i = st->head; i; i = S->ents[i - 1].next) {
+			const struct sem_ent *e = &S->ents[i - 1];
+
+			if (sem_hash_ent(S, i - 1, hash_bytes(e->name, e->nlen)) < 0)
 				goto oom;
-	} else if (st->count > SEM_SMALL + 1 && sem_hash_ent(S, k) < 0) {
+		}
+	} else if (st->count > SEM_SMALL + 1 && sem_hash_ent(S, k, sem_key_hash(key)) < 0) {
 		goto oom;
 	}
 	return 0;
@@ -667,38 +748,37 @@ static size_t unescape_str(const char *s, size_t n, char *out)
 	return o;
 }
 
+/* Whether a STRING node is ''...'' (its first token is the opening quote). */
 static bool is_ind_string(const char *src, const struct nix_node *str)
 {
-	return str->n_elems && !str->elems[0].is_node && src[str->elems[0].tok.off] == '\'';
+	return src[str->start] == '\'';
 }
 
-static int ind_string_value(const char *src, const struct nix_node *str, char **ret_value,
-			    size_t *ret_len);
+static int ind_string_value(const char *src, const struct nix_ltok *toks,
+			    const struct nix_node *str, char **ret_value, size_t *ret_len);
 
-/* The value of a STRING node without interpolation, malloc'd; -EINVAL when it has one. */
-static int string_value(const char *src, const struct nix_node *str, char **ret_value,
-			size_t *ret_len)
+/* The value of a STRING node without interpolation, malloc'd; -EINVAL when it has one.
+ * @toks is the token store. */
+static int string_value(const char *src, const struct nix_ltok *toks, const struct nix_node *str,
+			char **ret_value, size_t *ret_len)
 {
 	size_t total = 0, o = 0;
 	char *buf;
 
-	if (str->kind != NIX_NODE_STRING)
+	if (str->kind != NIX_NODE_STRING || str->n_children)
 		return -EINVAL;
-	for (size_t i = 0; i < str->n_elems; i++) {
-		if (str->elems[i].is_node)
-			return -EINVAL;
-		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT)
-			total += str->elems[i].tok.len;
-	}
+	/* no children: the tokens are the quotes and the text between them */
+	for (uint32_t i = str->tok_start; i < str->tok_end; i++)
+		if (toks[i].kind == NIX_TOK_STR_CONTENT)
+			total += nix_ltok_len(&toks[i]);
 	if (is_ind_string(src, str))
-		return ind_string_value(src, str, ret_value, ret_len);
+		return ind_string_value(src, toks, str, ret_value, ret_len);
 	buf = malloc(total + 1);
 	if (!buf)
 		return -ENOMEM;
-	for (size_t i = 0; i < str->n_elems; i++)
-		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT)
-			o += unescape_str(src + str->elems[i].tok.off, str->elems[i].tok.len,
-					  buf + o);
+	for (uint32_t i = str->tok_start; i < str->tok_end; i++)
+		if (toks[i].kind == NIX_TOK_STR_CONTENT)
+			o += unescape_str(src + toks[i].off, nix_ltok_len(&toks[i]), buf + o);
 	buf[o] = '\0';
 	*ret_value = buf;
 	if (ret_len)
@@ -709,18 +789,18 @@ static int string_value(const char *src, const struct nix_node *str, char **ret_
 /* Nix's stripIndentation for an indented string without interpolation: the smallest
  * indentation of the non-blank lines is removed, the last line is dropped when it is only
  * spaces, and the escapes ''$ ''' ''\x are decoded. */
-static int ind_string_value(const char *src, const struct nix_node *str, char **ret_value,
-			    size_t *ret_len)
+static int ind_string_value(const char *src, const struct nix_ltok *toks,
+			    const struct nix_node *str, char **ret_value, size_t *ret_len)
 {
 	size_t n = 0, o = 0, min = SIZE_MAX, cur = 0;
 	const char *s = NULL;
 	bool at_bol = true;
 	char *buf;
 
-	for (size_t i = 0; i < str->n_elems; i++)
-		if (str->elems[i].tok.kind == NIX_TOK_STR_CONTENT) {
-			s = src + str->elems[i].tok.off;
-			n = str->elems[i].tok.len;
+	for (uint32_t i = str->tok_start; i < str->tok_end; i++)
+		if (toks[i].kind == NIX_TOK_STR_CONTENT) {
+			s = src + toks[i].off;
+			n = nix_ltok_len(&toks[i]);
 		}
 	/* the content is one token: the lexer joins the literal pieces */
 	for (size_t i = 0; i < n; i++) {
@@ -819,10 +899,9 @@ static int attr_static_name(struct parser *P, const struct nix_node *a, const ch
 	char *copy;
 
 	if (a->kind == NIX_NODE_IDENT) {
-		const struct nix_elem *e = &a->elems[0];
-
-		*ret_name = P->src + e->tok.off;
-		*ret_len = e->tok.len;
+		/* one token: trivia around it belongs to the parent */
+		*ret_name = P->src + a->start;
+		*ret_len = a->end - a->start;
 		return 0;
 	}
 	if (a->kind == NIX_NODE_INTERP)
@@ -830,7 +909,7 @@ static int attr_static_name(struct parser *P, const struct nix_node *a, const ch
 	if (!s || s->kind != NIX_NODE_STRING)
 		return -EINVAL;
 	/* "${x}" is dynamic even around a plain string: only ${"x"} and "x" are static */
-	if (string_value(P->src, s, &v, &n) < 0)
+	if (string_value(P->src, P->toks, s, &v, &n) < 0)
 		return -EINVAL;
 	copy = arena_alloc(P->arena, n + 1);
 	if (!copy)
@@ -839,6 +918,16 @@ static int attr_static_name(struct parser *P, const struct nix_node *a, const ch
 	*ret_name = copy;
 	*ret_len = (uint32_t)n;
 	return 0;
+}
+
+/* Whether attr_static_name() finds a name (memory aside), without decoding it. */
+static bool attr_is_static(const struct nix_node *a)
+{
+	if (a->kind == NIX_NODE_IDENT)
+		return true;
+	if (a->kind == NIX_NODE_INTERP)
+		a = strip_parens(nix_node_child(a, 0));
+	return a && a->kind == NIX_NODE_STRING && !a->n_children;
 }
 
 /* ---- the grammar ------------------------------------------------------------------------ */
@@ -866,7 +955,7 @@ static inline void leave(struct parser *P)
 /* ${ expr } */
 static struct nix_node *parse_interp(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 
 	bump(P);
 	if (!parse_expr(P))
@@ -882,7 +971,7 @@ static struct nix_node *parse_string(struct parser *P)
 {
 	bool ind = peek_kind(P) == NIX_TOK_IND_OPEN;
 	int close = ind ? NIX_TOK_IND_CLOSE : NIX_TOK_STR_CLOSE;
-	size_t m = mark(P);
+	struct mark m = mark(P);
 
 	bump(P);
 	for (;;) {
@@ -917,7 +1006,7 @@ static struct nix_node *parse_string(struct parser *P)
 /* An attribute name: ID, or, "string", ${expr}. */
 static struct nix_node *parse_attr(struct parser *P)
 {
-	size_t m;
+	struct mark m;
 
 	switch (peek_kind(P)) {
 	case NIX_TOK_IDENT:
@@ -936,7 +1025,7 @@ static struct nix_node *parse_attr(struct parser *P)
 
 static struct nix_node *parse_attrpath(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 
 	if (!parse_attr(P))
 		return NULL;
@@ -1002,25 +1091,22 @@ static void show_ident(char *buf, size_t cap, const char *s, size_t n)
  * and fails on a duplicate. @value_sem is the set the value denotes, or -1. */
 static bool sem_is_rec(const struct parser *P, int32_t set)
 {
-	return set >= 0 && P->sem.sets[set].node && nix_node_is_rec(&P->sem.sets[set].node->n);
+	return set >= 0 && P->sem.sets[set].node && (P->sem.sets[set].node->flags & NF_REC);
 }
 
 static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 		    const struct nix_node *path, int32_t value_sem)
 {
-	size_t n = nix_node_n_children(path), i = 0;
+	size_t n = path->n_children;
 	uint32_t pos = path->start;
 
-	for (size_t k = 0; k < path->n_elems; i += path->elems[k].is_node, k++) {
-		const struct nix_node *a = path->elems[k].is_node ? path->elems[k].node : NULL;
-		const char *name;
-		uint32_t nlen;
+	for (size_t i = 0; i < n; i++) {
+		const struct nix_node *a = path->children[i];
+		struct sem_key key = { 0 };
 		struct sem_ent *e;
 		int r;
 
-		if (!a)
-			continue;
-		r = attr_static_name(P, a, &name, &nlen);
+		r = attr_static_name(P, a, &key.name, &key.len);
 		if (r == -ENOMEM) {
 			fail_at(P, 0, "out of memory");
 			return r;
@@ -1034,39 +1120,40 @@ static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 			set = (uint32_t)s;
 			continue;
 		}
-		e = sem_find(P, set, name, nlen);
+		e = sem_find(P, set, &key);
 		if (i + 1 < n) {
 			if (e) {
 				if (e->sub < 0)
 					goto dup;
 				if (sem_is_rec(P, e->sub))
-					PN(binding)->lenient = true;
+					binding->flags |= NF_LENIENT;
 				set = (uint32_t)e->sub;
 			} else {
 				int32_t s = sem_new_set(P);
 
-				if (s < 0 || sem_add(P, set, name, nlen, pos, s) < 0)
+				if (s < 0 || sem_add(P, set, &key, pos, s) < 0)
 					return -ENOMEM;
 				set = (uint32_t)s;
 			}
 			continue;
 		}
 		if (!e)
-			return sem_add(P, set, name, nlen, pos, value_sem);
+			return sem_add(P, set, &key, pos, value_sem);
 		if (e->sub < 0 || value_sem < 0)
 			goto dup;
 		/* both are attribute sets: Nix merges the new one's attributes in */
 		if (sem_is_rec(P, e->sub) || sem_is_rec(P, value_sem)) {
 			if (P->sem.sets[e->sub].node)
-				P->sem.sets[e->sub].node->lenient = true;
-			P->sem.sets[value_sem].node->lenient = true;
+				P->sem.sets[e->sub].node->flags |= NF_LENIENT;
+			P->sem.sets[value_sem].node->flags |= NF_LENIENT;
 		}
 		{
 			uint32_t into = (uint32_t)e->sub;
 
 			for (uint32_t ki = P->sem.sets[value_sem].head; ki; ki = P->sem.ents[ki - 1].next) {
 				struct sem_ent ad = P->sem.ents[ki - 1];
-				struct sem_ent *j2 = sem_find(P, into, ad.name, ad.nlen);
+				struct sem_key adk = { .name = ad.name, .len = ad.nlen };
+				struct sem_ent *j2 = sem_find(P, into, &adk);
 				char where[600];
 				int l, c;
 
@@ -1080,7 +1167,7 @@ static int add_attr(struct parser *P, uint32_t set, struct nix_node *binding,
 						shown, where);
 					return -EINVAL;
 				}
-				if (sem_add(P, into, ad.name, ad.nlen, ad.pos, ad.sub) < 0)
+				if (sem_add(P, into, &adk, ad.pos, ad.sub) < 0)
 					return -ENOMEM;
 			}
 		}
@@ -1124,13 +1211,13 @@ dup:
 /* inherit [(expr)] names ; */
 static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	uint32_t pos;
 
 	bump(P);
-	pos = P->toks[P->triv - 1].off + P->toks[P->triv - 1].len;
+	pos = P->toks[P->triv].off; /* the end of `inherit` */
 	if (peek_kind(P) == NIX_TOK_LPAREN) {
-		size_t mf = mark(P);
+		struct mark mf = mark(P);
 
 		bump(P);
 		if (!parse_expr(P) || !expect(P, NIX_TOK_RPAREN, "')'"))
@@ -1142,8 +1229,7 @@ static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
 	for (;;) {
 		int k = peek_kind(P);
 		struct nix_node *a;
-		const char *name;
-		uint32_t nlen;
+		struct sem_key key = { 0 };
 		struct sem_ent *e;
 
 		if (k == NIX_TOK_SEMI)
@@ -1154,11 +1240,11 @@ static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
 		a = parse_attr(P);
 		if (!a)
 			return NULL;
-		if (attr_static_name(P, a, &name, &nlen) < 0) {
+		if (attr_static_name(P, a, &key.name, &key.len) < 0) {
 			fail_at(P, a->start, "dynamic attributes not allowed in inherit");
 			return NULL;
 		}
-		e = sem_find(P, set, name, nlen);
+		e = sem_find(P, set, &key);
 		if (e) {
 			char where[600];
 			int l, c;
@@ -1167,11 +1253,11 @@ static struct nix_node *parse_inherit(struct parser *P, uint32_t set)
 			snprintf(where, sizeof(where), "%s:%d:%d", P->filename, l, c);
 			char shown[512] = "";
 
-			show_ident(shown, sizeof(shown), name, nlen);
+			show_ident(shown, sizeof(shown), key.name, key.len);
 			fail_at(P, pos, "attribute '%s' already defined at %s", shown, where);
 			return NULL;
 		}
-		if (sem_add(P, set, name, nlen, pos, -1) < 0)
+		if (sem_add(P, set, &key, pos, -1) < 0)
 			return NULL;
 	}
 	bump(P);
@@ -1184,7 +1270,7 @@ static bool parse_binds(struct parser *P, int end, uint32_t set, uint32_t *ret_d
 {
 	for (;;) {
 		int k = peek_kind(P);
-		size_t m;
+		struct mark m;
 		struct nix_node *path, *val, *binding;
 		const struct nix_node *inner;
 		const char *name;
@@ -1217,8 +1303,9 @@ static bool parse_binds(struct parser *P, int end, uint32_t set, uint32_t *ret_d
 			*ret_dynamic = path->start + 1;
 		inner = strip_parens(val);
 		if (add_attr(P, set, binding, path,
-			     inner->kind == NIX_NODE_ATTRSET ? ((const struct pnode *)inner)->sem
-							     : -1) < 0)
+			     inner->kind == NIX_NODE_ATTRSET && inner == P->last_set
+				     ? P->last_set_sem
+				     : -1) < 0)
 			return false;
 	}
 }
@@ -1226,15 +1313,17 @@ static bool parse_binds(struct parser *P, int end, uint32_t set, uint32_t *ret_d
 /* [rec] { binds } and let { binds } */
 static struct nix_node *parse_attrset(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	enum nix_kind kind = NIX_NODE_ATTRSET;
 	int32_t set = sem_new_set(P);
 	struct nix_node *n;
 
 	if (set < 0)
 		return NULL;
-	if (peek_kind(P) == NIX_TOK_REC || peek_kind(P) == NIX_TOK_LET) {
-		if (peek_kind(P) == NIX_TOK_LET)
+	bool rec = peek_kind(P) == NIX_TOK_REC;
+
+	if (rec || peek_kind(P) == NIX_TOK_LET) {
+		if (!rec)
 			kind = NIX_NODE_LEGACY_LET;
 		bump(P);
 	}
@@ -1245,15 +1334,19 @@ static struct nix_node *parse_attrset(struct parser *P)
 	bump(P);
 	n = finish(P, kind, m);
 	if (n) {
-		PN(n)->sem = set;
-		P->sem.sets[set].node = PN(n);
+		if (rec)
+			n->flags |= NF_REC;
+		/* a value of a binding strips to this set only if it is the last one made */
+		P->last_set = n;
+		P->last_set_sem = set;
+		P->sem.sets[set].node = n;
 	}
 	return n;
 }
 
 static struct nix_node *parse_list(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 
 	bump(P);
 	while (peek_kind(P) != NIX_TOK_RBRACK) {
@@ -1268,13 +1361,15 @@ static struct nix_node *parse_int(struct parser *P)
 {
 	const struct nix_ltok *t = peek(P);
 	uint64_t v = 0;
-	size_t m;
+	struct mark m;
 
-	for (uint32_t i = 0; i < t->len; i++) {
+	uint32_t len = nix_ltok_len(t);
+
+	for (uint32_t i = 0; i < len; i++) {
 		unsigned d = (unsigned)(P->src[t->off + i] - '0');
 
 		if (v > (UINT64_C(9223372036854775807) - d) / 10) {
-			fail_at(P, t->off, "invalid integer '%.*s'", (int)t->len, P->src + t->off);
+			fail_at(P, t->off, "invalid integer '%.*s'", (int)len, P->src + t->off);
 			return NULL;
 		}
 		v = v * 10 + d;
@@ -1287,8 +1382,8 @@ static struct nix_node *parse_int(struct parser *P)
 static struct nix_node *parse_float(struct parser *P)
 {
 	const struct nix_ltok *t = peek(P);
-	WS_AUTOFREE char *copy = strndup(P->src + t->off, t->len); /* strtod needs a NUL */
-	size_t m;
+	WS_AUTOFREE char *copy = strndup(P->src + t->off, nix_ltok_len(t)); /* strtod needs a NUL */
+	struct mark m;
 
 	if (!copy) {
 		fail_at(P, 0, "out of memory");
@@ -1308,7 +1403,7 @@ static struct nix_node *parse_float(struct parser *P)
 /* A path literal, or a path with interpolation. */
 static struct nix_node *parse_path(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	bool interp = false, first = true;
 	int64_t lone_piece = -1; /* a piece right after the start, not yet followed by ${ */
 
@@ -1345,7 +1440,7 @@ static struct nix_node *parse_path(struct parser *P)
 static struct nix_node *parse_simple(struct parser *P)
 {
 	struct nix_node *n = NULL;
-	size_t m;
+	struct mark m;
 
 	if (!enter(P))
 		return NULL;
@@ -1428,13 +1523,13 @@ static bool starts_simple(int k)
 /* e.a.b [or d], and the old `f or` (application to a variable named "or") */
 static struct nix_node *parse_select(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	struct nix_node *e = parse_simple(P);
 
 	if (!e)
 		return NULL;
 	if (peek_kind(P) == NIX_TOK_OR_KW) {
-		size_t mo = mark(P);
+		struct mark mo = mark(P);
 
 		bump(P);
 		if (!finish(P, NIX_NODE_IDENT, mo))
@@ -1456,7 +1551,7 @@ static struct nix_node *parse_select(struct parser *P)
 
 static struct nix_node *parse_app(struct parser *P)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	struct nix_node *n = parse_select(P);
 
 	while (n && starts_simple(peek_kind(P))) {
@@ -1514,7 +1609,7 @@ static struct nix_node *parse_unary(struct parser *P)
 {
 	int k = peek_kind(P);
 	struct nix_node *n;
-	size_t m;
+	struct mark m;
 
 	if (k != NIX_TOK_NOT && k != NIX_TOK_MINUS)
 		return parse_app(P);
@@ -1534,7 +1629,7 @@ static struct nix_node *parse_unary(struct parser *P)
 
 static struct nix_node *parse_binary(struct parser *P, int min_prec)
 {
-	size_t m = mark(P);
+	struct mark m = mark(P);
 	struct nix_node *lhs = parse_unary(P);
 	int last_nonassoc = 0;
 
@@ -1594,7 +1689,7 @@ static bool looks_like_pattern(const struct parser *P)
 /* [x @] { formals } [@ x] : body  -- the cursor is on `x` or `{` */
 static struct nix_node *parse_pattern_lambda(struct parser *P)
 {
-	size_t m = mark(P), mp = mark(P);
+	struct mark m = mark(P), mp = mark(P);
 	struct nix_node *pat;
 	uint32_t dup_off = UINT32_MAX, dup_len = 0, at_name = UINT32_MAX, at_len = 0;
 	uint32_t lambda_off = peek(P)->off;
@@ -1604,10 +1699,10 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 	if (formals < 0)
 		return NULL;
 	if (peek_kind(P) == NIX_TOK_IDENT) {
-		size_t mi = mark(P);
+		struct mark mi = mark(P);
 
 		at_name = peek(P)->off;
-		at_len = peek(P)->len;
+		at_len = nix_ltok_len(peek(P));
 		bump(P);
 		if (!finish(P, NIX_NODE_IDENT, mi))
 			return NULL;
@@ -1628,16 +1723,16 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 			break;
 		}
 		if (k == NIX_TOK_IDENT) {
-			size_t me = mark(P), mi = mark(P);
+			struct mark me = mark(P), mi = mark(P);
 			const struct nix_ltok *id = peek(P);
+			struct sem_key key = { .name = P->src + id->off, .len = nix_ltok_len(id) };
 
-			if (sem_find(P, (uint32_t)formals, P->src + id->off, id->len)) {
+			if (sem_find(P, (uint32_t)formals, &key)) {
 				if (dup_off == UINT32_MAX) {
 					dup_off = id->off;
-					dup_len = id->len;
+					dup_len = key.len;
 				}
-			} else if (sem_add(P, (uint32_t)formals, P->src + id->off, id->len, id->off,
-					   -1) < 0) {
+			} else if (sem_add(P, (uint32_t)formals, &key, id->off, -1) < 0) {
 				return NULL;
 			}
 			bump(P);
@@ -1663,13 +1758,13 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 	}
 	bump(P); /* } */
 	if (at_name == UINT32_MAX && peek_kind(P) == NIX_TOK_AT) {
-		size_t mi;
+		struct mark mi;
 
 		bump(P);
 		if (peek_kind(P) != NIX_TOK_IDENT)
 			return unexpected(P, "ID");
 		at_name = peek(P)->off;
-		at_len = peek(P)->len;
+		at_len = nix_ltok_len(peek(P));
 		mi = mark(P);
 		bump(P);
 		if (!finish(P, NIX_NODE_IDENT, mi))
@@ -1689,7 +1784,9 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 		return NULL;
 	}
 	if (at_name != UINT32_MAX) {
-		if (sem_find(P, (uint32_t)formals, P->src + at_name, at_len)) {
+		struct sem_key key = { .name = P->src + at_name, .len = at_len };
+
+		if (sem_find(P, (uint32_t)formals, &key)) {
 			fail_at(P, lambda_off, "duplicate formal function argument '%.*s'",
 				(int)at_len, P->src + at_name);
 			return NULL;
@@ -1700,7 +1797,7 @@ static struct nix_node *parse_pattern_lambda(struct parser *P)
 
 static struct nix_node *parse_expr_inner(struct parser *P)
 {
-	size_t m;
+	struct mark m;
 	int k = peek_kind(P);
 	uint32_t dyn = 0, let_off;
 	int32_t set;
@@ -1710,7 +1807,7 @@ static struct nix_node *parse_expr_inner(struct parser *P)
 		int k2 = peek2_kind(P);
 
 		if (k2 == NIX_TOK_COLON) {
-			size_t mi;
+			struct mark mi;
 
 			m = mark(P);
 			mi = mark(P);
@@ -1916,9 +2013,9 @@ static bool scope_has(struct scope *S, const char *name, uint32_t len)
 
 struct walk_frame {
 	const struct nix_node *n;
-	size_t i;          /* next element */
-	size_t child;      /* child nodes seen */
+	uint32_t i;        /* the next child (SELECT with a default: how many were seen) */
 	bool pass;         /* sets: the second pass, over dynamic attributes */
+	bool dynamic;      /* sets: the first pass skipped a dynamic attribute */
 	size_t scope_mark; /* names to pop when leaving; SIZE_MAX: none */
 };
 
@@ -1926,19 +2023,19 @@ static bool is_scoping(const struct parser *P, const struct nix_node *n)
 {
 	return n->kind == NIX_NODE_LET_IN || n->kind == NIX_NODE_LEGACY_LET ||
 	       n->kind == NIX_NODE_LAMBDA ||
-	       (n->kind == NIX_NODE_ATTRSET && nix_node_is_rec(n));
+	       (n->kind == NIX_NODE_ATTRSET && (n->flags & NF_REC));
 }
 
 static int check_var(struct parser *P, struct scope *S, const struct nix_node *id)
 {
-	const struct nix_elem *t = &id->elems[0];
-	const char *name = P->src + t->tok.off;
-	uint32_t len = t->tok.len;
+	const char *name = P->src + id->start; /* an IDENT is one token */
+	uint32_t len = id->end - id->start;
 
 	if (scope_has(S, name, len))
 		return 0;
 	/* `f or` reads as f applied to a variable "or", placed where f starts */
-	fail_at(P, t->tok.kind == NIX_TOK_OR_KW && id->parent ? id->parent->start : id->start,
+	fail_at(P, P->toks[id->tok_start].kind == NIX_TOK_OR_KW && id->parent ? id->parent->start
+									       : id->start,
 		"undefined variable '%.*s'", (int)len, name);
 	return -EINVAL;
 }
@@ -1947,26 +2044,27 @@ static int check_var(struct parser *P, struct scope *S, const struct nix_node *i
  * places where the bindings begin, just after the `{` or `let`. */
 static int check_inherit_names(struct parser *P, struct scope *S, const struct nix_node *inh)
 {
-	size_t n = nix_node_n_children(inh);
+	size_t n = inh->n_children;
 	const struct nix_node *owner = inh->parent;
 	uint32_t pos = inh->start;
 
 	/* the opening tokens come before the first binding */
-	for (size_t i = 0; owner && i < owner->n_elems && !owner->elems[i].is_node; i++) {
-		const struct nix_elem *e = &owner->elems[i];
+	if (owner) {
+		uint32_t stop = owner->n_children ? owner->children[0]->tok_start : owner->tok_end;
 
-		if (e->tok.kind == NIX_TOK_LBRACE || e->tok.kind == NIX_TOK_LET)
-			pos = e->tok.off + e->tok.len;
+		for (uint32_t i = owner->tok_start; i < stop; i++)
+			if (P->toks[i].kind == NIX_TOK_LBRACE || P->toks[i].kind == NIX_TOK_LET)
+				pos = P->toks[i + 1].off;
 	}
 
-	if (n && nix_node_child(inh, 0)->kind == NIX_NODE_INHERIT_FROM)
+	if (n && inh->children[0]->kind == NIX_NODE_INHERIT_FROM)
 		return 0; /* names of a source, not variables */
-	for (size_t i = 0; i < inh->n_elems; i++) {
-		const struct nix_node *a = inh->elems[i].is_node ? inh->elems[i].node : NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct nix_node *a = inh->children[i];
 		const char *name;
 		uint32_t len;
 
-		if (!a || attr_static_name(P, a, &name, &len) < 0)
+		if (attr_static_name(P, a, &name, &len) < 0)
 			continue;
 		if (!scope_has(S, name, len)) {
 			fail_at(P, pos, "undefined variable '%.*s'", (int)len, name);
@@ -1982,49 +2080,44 @@ static int bind_names(struct parser *P, struct scope *S, const struct nix_node *
 	int r;
 
 	if (n->kind == NIX_NODE_LAMBDA) {
-		const struct nix_node *p = nix_node_child(n, 0);
+		const struct nix_node *p = n->children[0];
 
 		if (p->kind == NIX_NODE_IDENT)
 			return scope_push(S, P->src + p->start, p->end - p->start);
-		for (size_t i = 0; i < p->n_elems; i++) {
-			const struct nix_node *c = p->elems[i].is_node ? p->elems[i].node : NULL;
+		for (size_t i = 0; i < p->n_children; i++) {
+			const struct nix_node *c = p->children[i];
 
-			if (!c)
-				continue;
 			if (c->kind == NIX_NODE_PAT_ENTRY)
-				c = nix_node_child(c, 0);
-			r = scope_push(S, P->src + c->elems[0].tok.off, c->elems[0].tok.len);
+				c = c->children[0];
+			r = scope_push(S, P->src + c->start, c->end - c->start); /* an IDENT */
 			if (r < 0)
 				return r;
 		}
 		return 0;
 	}
 	/* let, rec { }, let { }: plain inherits refer to the enclosing scope */
-	for (size_t i = 0; i < n->n_elems; i++) {
-		const struct nix_node *c = n->elems[i].is_node ? n->elems[i].node : NULL;
+	for (size_t i = 0; i < n->n_children; i++) {
+		const struct nix_node *c = n->children[i];
 
-		if (c && c->kind == NIX_NODE_INHERIT && check_inherit_names(P, S, c) < 0)
+		if (c->kind == NIX_NODE_INHERIT && check_inherit_names(P, S, c) < 0)
 			return -EINVAL;
 	}
-	for (size_t i = 0; i < n->n_elems; i++) {
-		const struct nix_node *c = n->elems[i].is_node ? n->elems[i].node : NULL;
+	for (size_t i = 0; i < n->n_children; i++) {
+		const struct nix_node *c = n->children[i];
 		const char *name;
 		uint32_t len;
 
-		if (!c)
-			continue;
 		if (c->kind == NIX_NODE_BINDING) {
-			if (attr_static_name(P, nix_node_child(nix_node_child(c, 0), 0), &name,
-					     &len) < 0)
+			if (attr_static_name(P, c->children[0]->children[0], &name, &len) < 0)
 				continue;
 			r = scope_push(S, name, len);
 			if (r < 0)
 				return r;
 		} else if (c->kind == NIX_NODE_INHERIT) {
-			for (size_t j = 0; j < c->n_elems; j++) {
-				const struct nix_node *a = c->elems[j].is_node ? c->elems[j].node : NULL;
+			for (size_t j = 0; j < c->n_children; j++) {
+				const struct nix_node *a = c->children[j];
 
-				if (!a || a->kind == NIX_NODE_INHERIT_FROM ||
+				if (a->kind == NIX_NODE_INHERIT_FROM ||
 				    attr_static_name(P, a, &name, &len) < 0)
 					continue;
 				r = scope_push(S, name, len);
@@ -2036,70 +2129,48 @@ static int bind_names(struct parser *P, struct scope *S, const struct nix_node *
 	return 0;
 }
 
-/* Which child nodes of @n are expressions to check (others are names). */
-static bool child_is_expr(const struct nix_node *n, size_t child_idx, const struct nix_node *c)
+static bool binding_is_dynamic(const struct nix_node *c)
 {
-	switch (n->kind) {
-	case NIX_NODE_LAMBDA:
-		return child_idx > 0 || c->kind == NIX_NODE_PATTERN;
-	case NIX_NODE_PATTERN:
-		return c->kind == NIX_NODE_PAT_ENTRY;
-	case NIX_NODE_PAT_ENTRY:
-		return child_idx > 0;
-	case NIX_NODE_ATTRPATH:
-		return c->kind != NIX_NODE_IDENT;
-	case NIX_NODE_INHERIT:
-		return c->kind == NIX_NODE_INHERIT_FROM;
-	case NIX_NODE_WITH:
-		return child_idx == 0; /* anything may come from the with in the body */
-	default:
-		return true;
-	}
-}
-
-static bool binding_is_dynamic(struct parser *P, const struct nix_node *c)
-{
-	const char *name;
-	uint32_t len;
-
-	return c->kind == NIX_NODE_BINDING &&
-	       attr_static_name(P, nix_node_child(nix_node_child(c, 0), 0), &name, &len) < 0;
+	return c->kind == NIX_NODE_BINDING && !attr_is_static(c->children[0]->children[0]);
 }
 
 /* The next child of @f to check, in the order Nix binds variables (which decides which of
  * several undefined variables it reports): a select's default before its attribute path,
  * and a set's dynamic attributes after the others. */
-static const struct nix_node *walk_next(struct parser *P, struct walk_frame *f,
-					size_t *ret_idx)
+static const struct nix_node *walk_next(struct walk_frame *f, size_t *ret_idx)
 {
 	const struct nix_node *n = f->n;
+	bool set = n->kind == NIX_NODE_ATTRSET || n->kind == NIX_NODE_LEGACY_LET;
 
-	if (n->kind == NIX_NODE_SELECT && nix_node_n_children(n) == 3) {
+	if (n->kind == NIX_NODE_SELECT && n->n_children == 3) {
 		static const size_t order[] = { 0, 2, 1 };
 
-		if (f->child >= 3)
+		if (f->i >= 3)
 			return NULL;
-		*ret_idx = order[f->child++];
-		return nix_node_child(n, *ret_idx);
+		*ret_idx = order[f->i++];
+		return n->children[*ret_idx];
+	}
+	if (!set) {
+		if (f->i >= n->n_children)
+			return NULL;
+		*ret_idx = f->i;
+		return n->children[f->i++];
 	}
 	for (;;) {
-		bool set = n->kind == NIX_NODE_ATTRSET || n->kind == NIX_NODE_LEGACY_LET;
+		while (f->i < n->n_children) {
+			const struct nix_node *c = n->children[f->i];
 
-		while (f->i < n->n_elems) {
-			const struct nix_elem *e = &n->elems[f->i++];
-
-			if (!e->is_node)
+			*ret_idx = f->i++;
+			if (binding_is_dynamic(c) != f->pass) {
+				f->dynamic |= !f->pass;
 				continue;
-			*ret_idx = f->child++;
-			if (set && binding_is_dynamic(P, e->node) != f->pass)
-				continue;
-			return e->node;
+			}
+			return c;
 		}
-		if (!set || f->pass)
+		if (f->pass || !f->dynamic)
 			return NULL;
 		f->pass = true;
 		f->i = 0;
-		f->child = 0;
 	}
 }
 
@@ -2129,14 +2200,14 @@ static int check_scopes(struct parser *P, const struct nix_node *root)
 		const struct nix_node *n = f->n, *c;
 		size_t child_idx;
 
-		c = walk_next(P, f, &child_idx);
+		c = walk_next(f, &child_idx);
 		if (!c) {
 			if (f->scope_mark != SIZE_MAX)
 				scope_pop_to(&S, f->scope_mark);
 			n_st--;
 			continue;
 		}
-		if (!child_is_expr(n, child_idx, c) || ((const struct pnode *)c)->lenient)
+		if (!child_is_expr(n->kind, child_idx, c) || (c->flags & NF_LENIENT))
 			continue;
 		if (c->kind == NIX_NODE_IDENT) {
 			r = check_var(P, &S, c);
@@ -2144,11 +2215,13 @@ static int check_scopes(struct parser *P, const struct nix_node *root)
 				goto out;
 			continue;
 		}
-		if (c->kind == NIX_NODE_INHERIT && (n->kind == NIX_NODE_ATTRSET && !nix_node_is_rec(n))) {
+		if (c->kind == NIX_NODE_INHERIT && n->kind == NIX_NODE_ATTRSET && !(n->flags & NF_REC)) {
 			r = check_inherit_names(P, &S, c);
 			if (r < 0)
 				goto out;
 		}
+		if (!(c->flags & NF_CHECK))
+			continue; /* no variable inside, nor a scope that checks an inherit */
 		if (n_st == cap_st) {
 			struct walk_frame *t = realloc(st, cap_st * 2 * sizeof(*st));
 
@@ -2187,19 +2260,18 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 			    .err = err, .glr_empty_set_next = SIZE_MAX };
 	struct tree_priv *t;
 	struct nix_node *root = NULL;
-	size_t m;
 	int r;
 
 	if (len >= UINT32_MAX - 4)
 		return ws_fail(err, -EFBIG, WS_E_CONFIG_UNPARSABLE, "'%s' is too large to parse",
 			       P.filename);
-	r = nix_lex_run(src, len, &lx);
-	if (r < 0)
-		return ws_fail(err, r, 0, "cannot lex '%s': %s", P.filename, strerror(-r));
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		nix_lex_clear(&lx);
+	t = tree_alloc(len);
+	if (!t)
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	r = nix_lex_run(src, len, t->toks, &lx);
+	if (r < 0) {
+		tree_free(t);
+		return ws_fail(err, r, 0, "cannot lex '%s': %s", P.filename, strerror(-r));
 	}
 	P.toks = lx.toks;
 	P.n_toks = lx.n;
@@ -2207,14 +2279,14 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 	P.arena = &t->arena;
 	skip_to_significant(&P);
 
-	m = 0; /* the root owns the leading trivia */
 	if (parse_expr(&P)) {
-		if (peek_kind(&P) != NIX_LTOK_EOF)
+		if (peek_kind(&P) != NIX_LTOK_EOF) {
 			(void)unexpected(&P, peek_kind(&P) == NIX_LTOK_ERROR ? NULL : "end of file");
-		else {
-			P.pos = P.n_toks - 1; /* trailing trivia goes to the root */
-			(void)flush_trivia(&P);
-			root = finish(&P, NIX_NODE_ROOT, m);
+		} else {
+			/* the root owns the leading and the trailing trivia */
+			P.pos = P.n_toks - 1;
+			flush_trivia(&P);
+			root = finish(&P, NIX_NODE_ROOT, (struct mark){ 0 });
 		}
 	}
 	if (root && !P.failed) {
@@ -2226,83 +2298,91 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 	free(P.sem.ents);
 	free(P.sem.slots);
 	free(P.sem.sets);
-	nix_lex_clear(&lx);
 	if (P.failed || !root) {
-		arena_free(&t->arena);
-		free(t);
+		tree_free(t);
 		return -EINVAL;
 	}
 	t->pub.src = src;
 	t->pub.len = len;
 	t->pub.root = root;
+	t->n_toks = lx.n;
 	*ret_tree = &t->pub;
 	return 0;
 }
 
 void nix_tree_free(struct nix_tree *t)
 {
-	struct tree_priv *p = (struct tree_priv *)t;
+	if (t)
+		tree_free((struct tree_priv *)t);
+}
 
-	if (!t)
-		return;
-	arena_free(&p->arena);
-	free(p->line_starts);
-	free(p);
+bool nix_node_next_elem(const struct nix_tree *t, const struct nix_node *n,
+			struct nix_elem_iter *it, struct nix_elem *ret_elem)
+{
+	const struct nix_ltok *toks = n->toks; /* the store of @t */
+	uint32_t i = n->tok_start + it->tok;
+
+	if (i >= n->tok_end)
+		return false;
+	if (it->child < n->n_children && n->children[it->child]->tok_start == i) {
+		struct nix_node *c = n->children[it->child++];
+
+		it->tok = c->tok_end - n->tok_start;
+		*ret_elem = (struct nix_elem){ .is_node = true, .node = c };
+		return true;
+	}
+	it->tok++;
+	*ret_elem = (struct nix_elem){ .is_node = false };
+	ret_elem->tok.kind = (enum nix_tok)toks[i].kind;
+	ret_elem->tok.off = toks[i].off;
+	ret_elem->tok.len = nix_ltok_len(&toks[i]);
+	return true;
 }
 
 int nix_tree_print(const struct nix_tree *t, char **ret_buf, size_t *ret_len)
 {
 	/* iterative: left-nested operator chains make trees deeper than any stack */
-	const struct nix_node **stack = NULL;
-	size_t *idx = NULL, n = 0, cap = 64, len = 0;
+	struct frame {
+		const struct nix_node *n;
+		struct nix_elem_iter it;
+	} *stack = NULL;
+	size_t n = 0, cap = 64, len = 0;
 	char *buf = malloc(t->len + 1);
 	int r = 0;
 
 	stack = malloc(cap * sizeof(*stack));
-	idx = malloc(cap * sizeof(*idx));
-	if (!buf || !stack || !idx) {
+	if (!buf || !stack) {
 		r = -ENOMEM;
 		goto out;
 	}
-	stack[n] = t->root;
-	idx[n++] = 0;
+	stack[n++] = (struct frame){ .n = t->root };
 	while (n) {
-		const struct nix_node *nd = stack[n - 1];
+		struct nix_elem e;
 
-		if (idx[n - 1] >= nd->n_elems) {
+		if (!nix_node_next_elem(t, stack[n - 1].n, &stack[n - 1].it, &e)) {
 			n--;
 			continue;
 		}
-		const struct nix_elem *e = &nd->elems[idx[n - 1]++];
-
-		if (!e->is_node) {
-			if (e->tok.off + (size_t)e->tok.len > t->len || len + e->tok.len > t->len) {
+		if (!e.is_node) {
+			if (e.tok.off + (size_t)e.tok.len > t->len || len + e.tok.len > t->len) {
 				r = -EINVAL;
 				goto out;
 			}
-			memcpy(buf + len, t->src + e->tok.off, e->tok.len);
-			len += e->tok.len;
+			memcpy(buf + len, t->src + e.tok.off, e.tok.len);
+			len += e.tok.len;
 			continue;
 		}
 		if (n == cap) {
-			const struct nix_node **s2 = realloc(stack, cap * 2 * sizeof(*stack));
-			size_t *i2;
+			struct frame *s2 = realloc(stack, cap * 2 * sizeof(*stack));
 
 			if (!s2) {
 				r = -ENOMEM;
 				goto out;
 			}
 			stack = s2;
-			i2 = realloc(idx, cap * 2 * sizeof(*idx));
-			if (!i2) {
-				r = -ENOMEM;
-				goto out;
-			}
-			idx = i2;
 			cap *= 2;
 		}
-		stack[n] = e->node;
-		idx[n++] = 0;
+		stack[n++] = (struct frame){ .n = e.node };
 	}
 	buf[len] = '\0';
 	*ret_buf = ws_steal(&buf);
@@ -2310,7 +2390,6 @@ int nix_tree_print(const struct nix_tree *t, char **ret_buf, size_t *ret_len)
 out:
 	free(buf);
 	free(stack);
-	free(idx);
 	return r;
 }
 
@@ -2326,50 +2405,38 @@ size_t nix_node_n_children(const struct nix_node *n)
 
 struct nix_node *nix_node_child(const struct nix_node *n, size_t i)
 {
-	struct nix_node *w = (struct nix_node *)(uintptr_t)n; /* the cursor is a cache */
-	size_t k = 0, c = 0;
-
-	if (i >= w->cur_i && w->cur_k < n->n_elems) {
-		k = w->cur_k;
-		c = w->cur_i;
-	}
-	for (; k < n->n_elems; k++) {
-		if (!n->elems[k].is_node)
-			continue;
-		if (c == i) {
-			w->cur_i = (uint32_t)i;
-			w->cur_k = (uint32_t)k;
-			return n->elems[k].node;
-		}
-		c++;
-	}
-	return NULL;
+	return i < n->n_children ? n->children[i] : NULL;
 }
 
 int64_t nix_node_token(const struct nix_node *n, enum nix_tok kind)
 {
-	for (size_t k = 0; k < n->n_elems; k++)
-		if (!n->elems[k].is_node && n->elems[k].tok.kind == kind)
-			return n->elems[k].tok.off;
+	const struct nix_ltok *toks = n->toks;
+	uint32_t k = 0;
+
+	for (uint32_t i = n->tok_start; i < n->tok_end; i++) {
+		if (k < n->n_children && n->children[k]->tok_start == i) {
+			i = n->children[k++]->tok_end - 1; /* skip the child's tokens */
+			continue;
+		}
+		if (toks[i].kind == kind)
+			return toks[i].off;
+	}
 	return -1;
 }
 
 bool nix_node_is_rec(const struct nix_node *n)
 {
-	/* `rec` is the set's first token: trivia before it belongs to the parent */
-	return n->kind == NIX_NODE_ATTRSET && n->n_elems && !n->elems[0].is_node &&
-	       n->elems[0].tok.kind == NIX_TOK_REC;
+	return n->kind == NIX_NODE_ATTRSET && (n->flags & NF_REC);
 }
 
 int nix_attr_name(const struct nix_tree *t, const struct nix_node *attr, char **ret_name)
 {
+	const struct tree_priv *tp = (const struct tree_priv *)t;
 	const struct nix_node *s = attr;
 	char *v;
 
 	if (attr->kind == NIX_NODE_IDENT) {
-		const struct nix_elem *e = &attr->elems[0];
-
-		v = strndup(t->src + e->tok.off, e->tok.len);
+		v = strndup(t->src + attr->start, attr->end - attr->start); /* one token */
 		if (!v)
 			return -ENOMEM;
 		*ret_name = v;
@@ -2379,12 +2446,12 @@ int nix_attr_name(const struct nix_tree *t, const struct nix_node *attr, char **
 		s = strip_parens(nix_node_child(attr, 0));
 	if (!s || s->kind != NIX_NODE_STRING)
 		return -EINVAL;
-	return string_value(t->src, s, ret_name, NULL);
+	return string_value(t->src, tp->toks, s, ret_name, NULL);
 }
 
 int nix_string_value(const struct nix_tree *t, const struct nix_node *str, char **ret_value)
 {
-	return string_value(t->src, str, ret_value, NULL);
+	return string_value(t->src, ((const struct tree_priv *)t)->toks, str, ret_value, NULL);
 }
 
 char *nix_node_text(const struct nix_tree *t, const struct nix_node *n)

@@ -75,8 +75,31 @@ enum nix_kind {
 };
 
 struct nix_node;
+struct nix_ltok;
 
-/* One element of a node: a token or a child node, in source order. */
+/* A node is the tokens [tok_start, tok_end) of the tree's token store, in which its child
+ * nodes are sub-ranges. Leading and trailing trivia of a node belong to its parent. */
+struct nix_node {
+	struct nix_node *parent;  /* NULL for the root */
+	const struct nix_ltok *toks; /* private: the tree's token store */
+	uint32_t start, end;      /* byte range [start, end) of this node's tokens, trivia
+				   * inside it included */
+	uint32_t tok_start, tok_end; /* private: its tokens (see nix_node_next_elem()) */
+	uint32_t n_children;      /* child nodes (nix_node_n_children()) */
+	uint8_t kind;             /* enum nix_kind */
+	uint8_t op;               /* enum nix_tok: BINOP/UNARY: the operator, else COUNT */
+	uint8_t flags;            /* private to nix_tree.c */
+	struct nix_node *children[]; /* in source order (nix_node_child()) */
+};
+
+struct nix_tree {
+	const char *src;          /* borrowed from nix_tree_parse()'s caller unless owned */
+	size_t len;
+	struct nix_node *root;
+	/* private bookkeeping follows in the implementation (the token store among it) */
+};
+
+/* One element of a node: a token directly in it, or a child node. */
 struct nix_elem {
 	bool is_node;
 	union {
@@ -88,26 +111,17 @@ struct nix_elem {
 	};
 };
 
-struct nix_node {
-	enum nix_kind kind;
-	enum nix_tok op;          /* BINOP/UNARY: the operator token kind */
-	struct nix_node *parent;  /* NULL for the root */
-	uint32_t start, end;      /* byte range [start, end) of this node's tokens, trivia
-				   * inside it included; leading/trailing trivia of the node
-				   * belongs to the parent */
-	struct nix_elem *elems;   /* owned by the tree */
-	size_t n_elems;
-	uint32_t n_children;      /* private: child nodes among elems (nix_node_n_children) */
-	uint32_t cur_i, cur_k;    /* private: where nix_node_child() last found child cur_i
-				   * (elems[cur_k]), so walking the children in order is linear */
+/* Where a walk over a node's elements is; zero-initialise it to start. */
+struct nix_elem_iter {
+	uint32_t tok;   /* the next token, counted from the node's first */
+	uint32_t child; /* the next child node */
 };
 
-struct nix_tree {
-	const char *src;          /* borrowed from nix_tree_parse()'s caller unless owned */
-	size_t len;
-	struct nix_node *root;
-	/* private bookkeeping follows in the implementation */
-};
+/* The elements of @n (a node of @t) in source order: fills *ret_elem with the next one and
+ * returns true, or returns false after the last. Tokens and children together cover
+ * [n->start, n->end) without gap or overlap. */
+bool nix_node_next_elem(const struct nix_tree *t, const struct nix_node *n,
+			struct nix_elem_iter *it, struct nix_elem *ret_elem);
 
 /* Parses @len bytes of @src (kept borrowed: it must outlive the tree). @filename is used in
  * error messages only. On a syntax error fills @err with WS_E_CONFIG_UNPARSABLE, the file,
@@ -120,14 +134,15 @@ int nix_tree_parse(const char *src, size_t len, const char *filename, struct nix
 		   struct ws_err *err);
 void nix_tree_free(struct nix_tree *t);
 
-/* Concatenates every token of the tree (malloc'd, NUL-terminated; *ret_len without NUL).
- * Equals the input for every tree nix_tree_parse() returned. */
+/* Concatenates every token of the tree, walking the nodes in order (malloc'd,
+ * NUL-terminated; *ret_len without NUL). Equals the input for every tree nix_tree_parse()
+ * returned. */
 int nix_tree_print(const struct nix_tree *t, char **ret_buf, size_t *ret_len);
 
 /* The one expression of the file (the ROOT's only child node). */
 struct nix_node *nix_tree_expr(const struct nix_tree *t);
 
-/* Child nodes only (tokens skipped). */
+/* Child nodes only (tokens skipped); nix_node_child() is NULL past the last. */
 size_t nix_node_n_children(const struct nix_node *n);
 struct nix_node *nix_node_child(const struct nix_node *n, size_t i);
 /* The first token of @kind directly in @n; returns its byte offset, or -1. */

@@ -29,32 +29,35 @@ static void check_tree(const struct nix_tree *t)
 	stack[n++] = t->root;
 	while (n) {
 		const struct nix_node *nd = stack[--n];
+		struct nix_elem_iter it = { 0 };
+		struct nix_elem e;
 		uint32_t at = nd->start;
+		size_t n_elems = 0, n_children = 0;
 		char *v = NULL;
 
-		if (nd->n_elems == 0 || nd->end < nd->start)
+		if (nd->end < nd->start)
 			abort();
-		for (size_t i = 0; i < nd->n_elems; i++) {
-			const struct nix_elem *e = &nd->elems[i];
-
-			if (!e->is_node) {
-				if (e->tok.off != at || (unsigned)e->tok.kind >= NIX_TOK_COUNT)
+		while (nix_node_next_elem(t, nd, &it, &e)) {
+			n_elems++;
+			if (!e.is_node) {
+				if (e.tok.off != at || (unsigned)e.tok.kind >= NIX_TOK_COUNT)
 					abort();
-				at += e->tok.len;
+				at += e.tok.len;
 				continue;
 			}
-			if (e->node->parent != nd || e->node->start != at)
+			if (e.node->parent != nd || e.node->start != at ||
+			    e.node != nix_node_child(nd, n_children++))
 				abort();
-			at = e->node->end;
+			at = e.node->end;
 			if (n == cap) {
 				cap *= 2;
 				stack = realloc(stack, cap * sizeof(*stack));
 				if (!stack)
 					abort();
 			}
-			stack[n++] = e->node;
+			stack[n++] = e.node;
 		}
-		if (at != nd->end)
+		if (n_elems == 0 || at != nd->end || n_children != nix_node_n_children(nd))
 			abort();
 		/* the accessors must cope with every node they accept */
 		if (nd->kind == NIX_NODE_STRING && nix_string_value(t, nd, &v) == 0)

@@ -28,31 +28,59 @@ static void check_structure(const struct nix_tree *t)
 	stack[n++] = t->root;
 	while (n) {
 		const struct nix_node *nd = stack[--n];
+		struct nix_elem_iter it = { 0 };
+		struct nix_elem e;
 		uint32_t at = nd->start;
+		size_t n_elems = 0, n_children = 0;
 
-		assert_true(nd->n_elems > 0);
-		for (size_t i = 0; i < nd->n_elems; i++) {
-			const struct nix_elem *e = &nd->elems[i];
-
-			if (e->is_node) {
-				assert_ptr_equal(e->node->parent, nd);
-				assert_int_equal(e->node->start, at);
-				at = e->node->end;
+		while (nix_node_next_elem(t, nd, &it, &e)) {
+			n_elems++;
+			if (e.is_node) {
+				assert_ptr_equal(e.node->parent, nd);
+				assert_ptr_equal(e.node, nix_node_child(nd, n_children));
+				n_children++;
+				assert_int_equal(e.node->start, at);
+				at = e.node->end;
 				if (n == cap) {
 					cap *= 2;
 					stack = realloc(stack, sizeof(*stack) * cap);
 					assert_non_null(stack);
 				}
-				stack[n++] = e->node;
+				stack[n++] = e.node;
 			} else {
-				assert_int_equal(e->tok.off, at);
-				assert_true(e->tok.len > 0 || e->tok.kind == NIX_TOK_STR_CONTENT);
-				at += e->tok.len;
+				assert_int_equal(e.tok.off, at);
+				assert_true(e.tok.len > 0 || e.tok.kind == NIX_TOK_STR_CONTENT);
+				at += e.tok.len;
 			}
 		}
+		assert_true(n_elems > 0);
+		assert_int_equal(n_children, nix_node_n_children(nd));
+		assert_null(nix_node_child(nd, n_children));
 		assert_int_equal(at, nd->end);
 	}
 	free(stack);
+}
+
+/* Element @i of @n (a token or a child node), which must exist. */
+static struct nix_elem elem_at(const struct nix_tree *t, const struct nix_node *n, size_t i)
+{
+	struct nix_elem_iter it = { 0 };
+	struct nix_elem e;
+
+	for (size_t k = 0; k <= i; k++)
+		assert_true(nix_node_next_elem(t, n, &it, &e));
+	return e;
+}
+
+/* The last element of @n. */
+static struct nix_elem elem_last(const struct nix_tree *t, const struct nix_node *n)
+{
+	struct nix_elem_iter it = { 0 };
+	struct nix_elem e, last = { 0 };
+
+	while (nix_node_next_elem(t, n, &it, &e))
+		last = e;
+	return last;
 }
 
 /* Parses, checks structure and the byte-for-byte round trip; returns the tree. */
@@ -412,13 +440,14 @@ static void test_tokens_cover_trivia(void **state)
 	struct nix_tree *t = parse_ok(src);
 	const struct nix_node *root = t->root, *set = nix_tree_expr(t);
 
-	assert_int_equal(root->elems[0].tok.kind, NIX_TOK_WS);
-	assert_int_equal(root->elems[1].tok.kind, NIX_TOK_COMMENT);
-	assert_int_equal(root->elems[1].tok.len, strlen("# lead"));
+	assert_int_equal(elem_at(t, root, 0).tok.kind, NIX_TOK_WS);
+	assert_int_equal(elem_at(t, root, 1).tok.kind, NIX_TOK_COMMENT);
+	assert_int_equal(elem_at(t, root, 1).tok.len, strlen("# lead"));
 	assert_int_equal(set->start, strchr(src, '{') - src);
 	assert_int_equal(set->end, strchr(src, '}') - src + 1);
-	assert_int_equal(set->elems[2].tok.kind, NIX_TOK_COMMENT);
-	assert_int_equal(root->elems[root->n_elems - 1].tok.kind, NIX_TOK_COMMENT);
+	assert_int_equal(elem_at(t, set, 2).tok.kind, NIX_TOK_COMMENT);
+	assert_false(elem_last(t, root).is_node);
+	assert_int_equal(elem_last(t, root).tok.kind, NIX_TOK_COMMENT);
 	nix_tree_free(t);
 }
 
