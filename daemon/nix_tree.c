@@ -2470,7 +2470,16 @@ static int build_line_starts(struct tree_priv *tp)
 	if (!ls)
 		return -ENOMEM;
 	ls[n++] = 0;
+	/* without a CR anywhere, only LF ends lines: let memchr() find them */
+	bool lf_only = !memchr(src, '\r', len);
 	for (size_t i = 0; i < len; i++) {
+		if (lf_only) {
+			const char *nl = memchr(src + i, '\n', len - i);
+
+			if (!nl)
+				break;
+			i = (size_t)(nl - src);
+		}
 		if (src[i] == '\n' || (src[i] == '\r' && !(i + 1 < len && src[i + 1] == '\n'))) {
 			if (n == cap) {
 				uint32_t *g = realloc(ls, 2 * cap * sizeof(*ls));
