@@ -8,6 +8,7 @@
 #include "methods.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -85,6 +86,8 @@ struct write_op {
 	size_t main_old_len, main_new_len;
 	char *ws_path, *ws_rel, *ws_text;
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
+	int hold[2];                 /* the replaced files, kept open: see hold_old() */
+	size_t n_hold;
 	char *idx_snap;
 	size_t idx_snap_len;
 	bool idx_existed;
@@ -165,6 +168,8 @@ static void op_free(struct write_op *op)
 	free(op->x0);
 	free(op->stage_note);
 	free(op->diff);
+	for (size_t i = 0; i < op->n_hold; i++)
+		(void)close(op->hold[i]);
 	flake_free(op->new_flake);
 	flake_free(op->f0_cached);
 	json_putp(&op->verify_result);
@@ -474,6 +479,8 @@ static void queue_push(struct methods *m, struct write_op *op)
 	queue_next(m);
 }
 
+static void close_held(struct write_op *op);
+
 static void trim_timer_cb(uv_timer_t *t)
 {
 	(void)t;
@@ -488,6 +495,7 @@ static void op_finish(struct write_op *op)
 	if (!m->head)
 		m->tail = NULL;
 	m->busy = false;
+	close_held(op);
 	op_free(op);
 	if (m->watch_pending) {
 		m->watch_pending = false;
@@ -807,6 +815,62 @@ static int fetch_step(struct side_job *j)
 	return index_fetch(j->op, &j->err);
 }
 
+/* Keeps the file at @path open while it is replaced. The replaced file's blocks are then
+ * freed when the last descriptor closes, which can take a millisecond or more (with
+ * online discard, say): close_held() does it on the pool after the reply, not in the
+ * write. Best effort. */
+static void hold_old(struct write_op *op, const char *path)
+{
+	int fd;
+
+	if (op->n_hold >= WS_ARRAY_SIZE(op->hold))
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd >= 0)
+		op->hold[op->n_hold++] = fd;
+}
+
+struct close_job {
+	uv_work_t work; /* first member */
+	int fds[2];
+	size_t n;
+};
+
+static void close_work_cb(uv_work_t *w)
+{
+	struct close_job *j = (struct close_job *)w;
+
+	for (size_t i = 0; i < j->n; i++)
+		(void)close(j->fds[i]);
+}
+
+static void close_done_cb(uv_work_t *w, int status)
+{
+	(void)status;
+	free(w);
+}
+
+static void close_held(struct write_op *op)
+{
+	struct close_job *j;
+
+	if (op->n_hold == 0)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (j) {
+		memcpy(j->fds, op->hold, op->n_hold * sizeof(int));
+		j->n = op->n_hold;
+		if (uv_queue_work(op->m->d->loop, &j->work, close_work_cb, close_done_cb) == 0) {
+			op->n_hold = 0;
+			return;
+		}
+		free(j);
+	}
+	for (size_t i = 0; i < op->n_hold; i++)
+		(void)close(op->hold[i]);
+	op->n_hold = 0;
+}
+
 /* Writes main_new over main_old (compare-and-swap) and stages it with @extra. */
 static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitstage_entry *extra,
 			   size_t n_extra)
@@ -838,6 +902,7 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	blobs = (struct side_job){0};
 	if (n > 0)
 		side_start(&blobs, blobs_step, op, ents, n);
+	hold_old(op, op->machine_file);
 	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, FSUTIL_NO_DIR_SYNC,
 			   &op->err);
 	if (r == 0)
@@ -849,6 +914,7 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	 * fsync makes the rename durable */
 	side_start(&dsync, dirsync_step, op, NULL, 0);
 	if (n > 0) {
+		hold_old(op, gitstage_index_path(op->git));
 		r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
 		if (r == 0)
 			op->wrote_index = true;
