@@ -175,8 +175,51 @@ static int rename_noreplace(const char *tmp, const char *path)
 	return 0;
 }
 
+int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	int r;
+
+	t->fd = -1;
+	t->path = NULL;
+	r = split_path(path, &dir, &base);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+	if (asprintf(&t->path, "%s/.%s.XXXXXX", dir, base) < 0) {
+		t->path = NULL;
+		return ws_fail(err, -ENOMEM, 0, "cannot write '%s': out of memory", path);
+	}
+	t->fd = mkostemp(t->path, O_CLOEXEC);
+	if (t->fd < 0) {
+		r = -errno;
+		free(t->path);
+		t->path = NULL;
+		return ws_fail(err, r, 0, "cannot create a temporary file in '%s': %s", dir,
+			       strerror(-r));
+	}
+	return 0;
+}
+
+void fsutil_tmp_drop(struct fsutil_tmp *t)
+{
+	if (t->fd >= 0) {
+		(void)unlink(t->path);
+		(void)close(t->fd);
+	}
+	free(t->path);
+	t->path = NULL;
+	t->fd = -1;
+}
+
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		   struct ws_err *err)
+{
+	return fsutil_replace_tmp(path, buf, len, flags, NULL, err);
+}
+
+int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
+		       struct fsutil_tmp *pre, struct ws_err *err)
 {
 	WS_AUTOFREE char *dir = NULL;
 	WS_AUTOFREE char *base = NULL;
@@ -206,11 +249,17 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
 	}
 
-	if (asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0) {
+	if (pre && pre->fd >= 0) {
+		/* made beforehand, next to the target */
+		tmp = ws_steal(&pre->path);
+		fd = pre->fd;
+		pre->fd = -1;
+	} else if (asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0) {
 		tmp = NULL;
 		return ws_fail(err, -ENOMEM, 0, "cannot write '%s': out of memory", path);
+	} else {
+		fd = mkostemp(tmp, O_CLOEXEC);
 	}
-	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		return ws_fail(err, r, 0, "cannot create a temporary file in '%s': %s", dir,

@@ -29,6 +29,21 @@ int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		   struct ws_err *err);
 
+/* A temporary made beforehand for fsutil_replace_tmp(), so that creating it (an inode to
+ * allocate) can happen off the write's critical path. */
+struct fsutil_tmp {
+	char *path; /* owned; NULL when none */
+	int fd;     /* -1 when none */
+};
+/* Creates the `.<name>.XXXXXX` temporary next to @path (fd -1 and path NULL on failure). */
+int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err);
+/* Removes the temporary unless fsutil_replace_tmp() used it. */
+void fsutil_tmp_drop(struct fsutil_tmp *t);
+/* fsutil_replace() with @pre (may be NULL or empty) as its temporary; @pre is used up
+ * either way when it held one (renamed into place, or removed on failure). */
+int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
+		       struct fsutil_tmp *pre, struct ws_err *err);
+
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);
 /* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */

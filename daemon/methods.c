@@ -86,6 +86,7 @@ struct write_op {
 	size_t main_old_len, main_new_len;
 	char *ws_path, *ws_rel, *ws_text;
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
+	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
 	int hold[2];                 /* the replaced files, kept open: see hold_old() */
 	size_t n_hold;
 	char *idx_snap;
@@ -170,6 +171,7 @@ static void op_free(struct write_op *op)
 	free(op->diff);
 	for (size_t i = 0; i < op->n_hold; i++)
 		(void)close(op->hold[i]);
+	fsutil_tmp_drop(&op->main_tmp);
 	flake_free(op->new_flake);
 	flake_free(op->f0_cached);
 	json_putp(&op->verify_result);
@@ -535,6 +537,7 @@ static struct write_op *op_new(struct methods *m, enum op_kind kind, struct rpc_
 	op->sandbox_root = strdup(d->cfg.sandbox_root);
 	op->git = d->git;
 	op->ipam = d->cfg.ipam;
+	op->main_tmp.fd = -1;
 	if (!op->repo || !op->machine_dir || !op->machine_file || !op->machine_rel ||
 	    !op->sandbox_root) {
 		op_free(op);
@@ -639,6 +642,7 @@ static void undo_writes(struct write_op *op)
 	WS_AUTOFREE char *now = NULL;
 	size_t len = 0;
 
+	fsutil_tmp_drop(&op->main_tmp);
 	if (op->wrote_index) {
 		if (gitstage_restore_index(op->git, op->idx_existed ? op->idx_snap : NULL,
 					   op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0)
@@ -810,8 +814,18 @@ static int dirsync_step(struct side_job *j)
 	return r;
 }
 
+/* The machine file's temporary made ahead (best effort: the write makes one otherwise). */
+static void make_main_tmp(struct write_op *op)
+{
+	struct ws_err err = {0};
+
+	(void)fsutil_tmp_make(op->machine_file, &op->main_tmp, &err);
+	ws_err_clear(&err);
+}
+
 static int fetch_step(struct side_job *j)
 {
+	make_main_tmp(j->op);
 	return index_fetch(j->op, &j->err);
 }
 
@@ -903,8 +917,8 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	if (n > 0)
 		side_start(&blobs, blobs_step, op, ents, n);
 	hold_old(op, op->machine_file);
-	r = fsutil_replace(op->machine_file, op->main_new, op->main_new_len, FSUTIL_NO_DIR_SYNC,
-			   &op->err);
+	r = fsutil_replace_tmp(op->machine_file, op->main_new, op->main_new_len,
+			       FSUTIL_NO_DIR_SYNC, &op->main_tmp, &op->err);
 	if (r == 0)
 		op->wrote_main = true;
 	r = side_join(&blobs, r, &op->err);
@@ -988,6 +1002,7 @@ static int ws_write_step(struct side_job *j)
 	if (r < 0)
 		return r;
 	op->wrote_ws = true; /* undone if anything else fails */
+	make_main_tmp(op);
 	r = index_fetch(op, &j->err);
 	if (r == 0)
 		r = gitstage_write_blobs(op->git, &op->ws_ent, 1, &j->err);

@@ -157,6 +157,45 @@ static void test_new_never_overwrites(void **unused)
 	rm_rf(dir);
 }
 
+/* A temporary made ahead is the one renamed into place; one not used is removed. */
+static void test_premade_temporary(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct fsutil_tmp t;
+	struct ws_err err = { 0 };
+	struct stat tmp_st, st;
+	int hidden;
+
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	assert_int_equal(fsutil_tmp_make(p, &t, &err), 0);
+	assert_true(t.fd >= 0);
+	assert_int_equal(fstat(t.fd, &tmp_st), 0);
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(hidden, 1);
+	assert_int_equal(fsutil_replace_tmp(p, "new\n", 4, FSUTIL_NO_DIR_SYNC, &t, &err), 0);
+	assert_int_equal(t.fd, -1);
+	assert_file(p, "new\n");
+	/* the very inode made ahead now is the file */
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_ino, tmp_st.st_ino);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	assert_int_equal(fsutil_sync_parent(p), 0);
+	fsutil_tmp_drop(&t); /* nothing left to drop */
+
+	/* a refused write leaves the temporary to the caller, who drops it */
+	assert_int_equal(fsutil_tmp_make(p, &t, &err), 0);
+	assert_int_equal(fsutil_replace_tmp(p, "x\n", 2, FSUTIL_NEW, &t, &err), -EEXIST);
+	ws_err_clear(&err);
+	fsutil_tmp_drop(&t);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	assert_file(p, "new\n");
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_failures_leave_no_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -374,6 +413,7 @@ int main(void)
 		cmocka_unit_test(test_replace_keeps_owner_as_root),
 		cmocka_unit_test(test_new_never_overwrites),
 		cmocka_unit_test(test_failures_leave_no_temporary),
+		cmocka_unit_test(test_premade_temporary),
 		cmocka_unit_test(test_write_failure_removes_temporary),
 		cmocka_unit_test(test_unwritable_directory),
 		cmocka_unit_test(test_read_caps),
