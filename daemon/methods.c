@@ -991,17 +991,25 @@ static void unload_main(struct write_op *op, struct flake *f)
 		flake_free(f);
 }
 
-/* The workspace file's write, then the index as it is (only reads) and the new file's
- * blob: all next to the edit of default.nix. */
+/* Next to the edit of default.nix, two threads: one writes the workspace file (mostly
+ * waiting on fsync), the other reads the index as it is, writes the new file's blob and
+ * makes the machine file's temporary. */
 static int ws_write_step(struct side_job *j)
 {
 	struct write_op *op = j->op;
 	int r;
 
 	r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
-	if (r < 0)
-		return r;
-	op->wrote_ws = true; /* undone if anything else fails */
+	if (r == 0)
+		op->wrote_ws = true; /* undone if anything else fails */
+	return r;
+}
+
+static int ws_prep_step(struct side_job *j)
+{
+	struct write_op *op = j->op;
+	int r;
+
 	make_main_tmp(op);
 	r = index_fetch(op, &j->err);
 	if (r == 0)
@@ -1013,7 +1021,7 @@ static void create_work_cb(uv_work_t *w)
 {
 	struct write_op *op = (struct write_op *)w;
 	struct flake *f0 = NULL;
-	struct side_job ws_job = {0};
+	struct side_job ws_job = {0}, prep_job = {0};
 	bool ws_started = false;
 	WS_AUTOFREE char *dir = NULL;
 	bool ws_exists;
@@ -1099,6 +1107,7 @@ static void create_work_cb(uv_work_t *w)
 		op->ws_ent = (struct gitstage_entry){.path = op->ws_rel, .buf = op->ws_text,
 						     .len = strlen(op->ws_text)};
 		side_start(&ws_job, ws_write_step, op, NULL, 0);
+		side_start(&prep_job, ws_prep_step, op, NULL, 0);
 		ws_started = true;
 	}
 
@@ -1111,6 +1120,7 @@ static void create_work_cb(uv_work_t *w)
 		r = side_join(&ws_job, r, &op->err);
 		if (r == -EEXIST)
 			ws_err_set_str(&op->err, "file", op->ws_rel);
+		r = side_join(&prep_job, r, &op->err);
 	}
 	if (r < 0)
 		goto out;
