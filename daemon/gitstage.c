@@ -284,6 +284,17 @@ bad:
 		       path ? path : "(null)");
 }
 
+/* Brings the in-memory index in line with .git/index, parsing it only when it changed on
+ * disk (libgit2 compares its stamp and checksum). A missing file is an empty index: without
+ * force, libgit2 would keep the entries it read before the file was deleted, and the next
+ * write would stage them all again. */
+static int index_reload(struct gitstage *g)
+{
+	struct stat st;
+
+	return git_index_read(g->index, stat(g->index_path, &st) < 0 && errno == ENOENT);
+}
+
 int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
 			struct ws_err *err)
 {
@@ -296,10 +307,8 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	r = check_path(path, err);
 	if (r < 0)
 		return r;
-	/* As on disk now: other git processes (and gitstage_restore_index) change it. They
-	 * all replace the file (lock file, rename), so a new inode, size or mtime tells, and
-	 * an unchanged index is not parsed again. */
-	r = git_index_read(g->index, 0);
+	/* As on disk now: other git processes (and gitstage_restore_index) change it. */
+	r = index_reload(g);
 	if (r < 0)
 		return git_fail(r, err);
 	ie = git_index_get_bypath(g->index, path, 0);
@@ -407,7 +416,7 @@ int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 			goto locked;
 		/* Re-read (when changed on disk) right before changing it, so other git
 		 * commands' work is kept. */
-		r = git_index_read(g->index, 0);
+		r = index_reload(g);
 		if (r < 0)
 			return git_fail(r, err);
 		for (i = 0; i < n; i++) {

@@ -119,6 +119,8 @@ struct methods {
 	bool have_bytes;
 	struct stat bytes_st;        /* the file as it was just before @bytes were read */
 	bool bytes_st_valid;         /* and not "racy": modified long enough before reading */
+	bool read_failed;            /* the last refresh could not read the file */
+	unsigned flake_gen;          /* counts cache_set() calls: which model is current */
 	struct write_op *head, *tail;
 	bool busy;
 	bool recheck_pending;
@@ -127,13 +129,17 @@ struct methods {
 	uv_timer_t dir_timer;
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
 	bool dir_started, dir_inited;
+	dev_t dir_dev;               /* the directory dir_ev watches (its inode, not its path) */
+	ino_t dir_ino;
 	int n_open_handles;          /* open handles and pool jobs holding us */
 	bool state_saving, state_again; /* a state write is on the pool / another is due */
 	struct json_object *mismatch; /* owned: name -> message of a refused key, until the
 				       * key file is trusted again or replaced */
 	char *info_text;             /* rendered daemon.info result */
 	time_t info_time;            /* ... at this second */
-	const struct flake *info_flake; /* ... for this model */
+	unsigned info_gen;           /* ... for this model (flake_gen; an address can be
+				      * reused by the next model) */
+	bool info_null;              /* ... which was NULL (workspaces: null) */
 	unsigned info_cfg_gen;       /* ... and this configuration */
 };
 
@@ -275,6 +281,7 @@ static void cache_set(struct methods *m, struct flake *f, const char *bytes, siz
 	m->bytes = copy;
 	m->bytes_len = len;
 	m->have_bytes = true;
+	m->flake_gen++;
 	m->bytes_st_valid = false; /* the next refresh reads the file once more */
 	if (f)
 		annotate(m, f);
@@ -311,6 +318,7 @@ static int cache_refresh_ex(struct methods *m, bool force, struct ws_err *err)
 	if (!force && st_ok && m->have_bytes && m->bytes_st_valid && same_file(&st, &m->bytes_st))
 		return 0;
 	r = fsutil_read(m->d->machine_file, MACHINE_MAX_BYTES, &buf, &len);
+	m->read_failed = r < 0;
 	if (r < 0)
 		return read_fail(err, r, m->d->machine_file_rel);
 	m->bytes_st = st;
@@ -462,6 +470,7 @@ static void fail_call(struct rpc_call *call, struct ws_err *err)
 
 static void op_start(struct write_op *op);
 static void machine_recheck(struct methods *m);
+static void dir_watch_check(struct methods *m);
 
 static void queue_next(struct methods *m)
 {
@@ -1934,23 +1943,28 @@ void methods_daemon_info(struct rpc_call *call, struct json_object *params)
 	struct flake *f;
 	time_t now = time(NULL);
 
-	/* While the machine directory is watched and no change is waiting, the cached model
-	 * is current: the count needs no stat() of the file on every call. */
-	if (m->dir_started && m->have_bytes && !uv_is_active((uv_handle_t *)&m->dir_timer))
+	/* While the machine directory is watched, the file was read at the last look and no
+	 * change is waiting, the cached model is current: the count needs no stat() of the
+	 * file on every call. */
+	if (m->dir_started && m->have_bytes && !m->read_failed && !m->recheck_pending &&
+	    !uv_is_active((uv_handle_t *)&m->dir_timer)) {
 		f = m->flake;
-	else
+	} else {
+		dir_watch_check(m); /* a directory made again is watched again */
 		f = model(m, &err);
+	}
 
 	ws_err_clear(&err);
-	if (!m->info_text || m->info_time != now || m->info_flake != f ||
-	    m->info_cfg_gen != d->cfg_gen) {
+	if (!m->info_text || m->info_time != now || m->info_gen != m->flake_gen ||
+	    m->info_null != !f || m->info_cfg_gen != d->cfg_gen) {
 		WS_AUTO(json_putp) struct json_object *res = daemon_info_json(d, f);
 
 		free(m->info_text);
 		m->info_text = strdup(json_object_to_json_string_ext(
 			res, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		m->info_time = now;
-		m->info_flake = f;
+		m->info_gen = m->flake_gen;
+		m->info_null = !f;
 		m->info_cfg_gen = d->cfg_gen;
 	}
 	if (!m->info_text) {
@@ -2074,12 +2088,55 @@ static void release_removed(struct methods *m, char **names, const uint32_t *ips
 	ws_err_clear(&err);
 }
 
+static void dir_event_cb(uv_fs_event_t *h, const char *filename, int events, int status);
+
+/* Watches the machine directory as it is now. Its inode is recorded first: should the
+ * directory be replaced meanwhile, the next check sees another inode and starts again. */
+static int dir_watch_start(struct methods *m)
+{
+	struct stat st;
+	int r;
+
+	if (stat(m->d->machine_dir, &st) < 0)
+		return -errno;
+	r = uv_fs_event_start(&m->dir_ev, dir_event_cb, m->d->machine_dir, 0);
+	if (r < 0)
+		return r;
+	m->dir_started = true;
+	m->dir_dev = st.st_dev;
+	m->dir_ino = st.st_ino;
+	return 0;
+}
+
+/* inotify follows an inode: once the machine directory is moved or deleted (which its
+ * watch reports), the watch sees nothing of a directory made again at the path. Such a
+ * watch is dropped, and the path watched again once it exists; meanwhile reads stat the
+ * file as without a watch. */
+static void dir_watch_check(struct methods *m)
+{
+	struct stat st;
+
+	if (!m->dir_inited)
+		return;
+	if (stat(m->d->machine_dir, &st) == 0 && m->dir_started && st.st_dev == m->dir_dev &&
+	    st.st_ino == m->dir_ino)
+		return;
+	if (m->dir_started) {
+		(void)uv_fs_event_stop(&m->dir_ev);
+		m->dir_started = false;
+		log_info("'%s' was moved or deleted; watching it again once it exists",
+			 m->d->machine_dir);
+	}
+	(void)dir_watch_start(m);
+}
+
 static void machine_recheck(struct methods *m)
 {
 	struct ws_err err = {0};
 	struct json_object *ev;
 	int r;
 
+	dir_watch_check(m);
 	if (m->busy) {
 		m->recheck_pending = true; /* our own write may be in flight */
 		return;
@@ -2174,13 +2231,11 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 		m->dir_inited = true;
 		m->dir_ev.data = m;
 		m->n_open_handles++;
-		r = uv_fs_event_start(&m->dir_ev, dir_event_cb, d->machine_dir, 0);
+		r = dir_watch_start(m);
 		if (r < 0)
 			log_warning("cannot watch '%s': %s; outside changes are noticed on the "
 				    "next request",
 				    d->machine_dir, uv_strerror(r));
-		else
-			m->dir_started = true;
 	}
 	*ret_m = m;
 	return 0;
