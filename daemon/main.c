@@ -3,6 +3,7 @@
  * flags belongs to config.c, the socket to rpc.c, the work to methods.c; main wires them and
  * owns the one struct daemon. */
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <grp.h>
@@ -31,6 +32,7 @@
 
 #define CHECK_MAX_BYTES (64 * 1024 * 1024)
 #define HOSTKEY_DEBOUNCE_MS 10
+#define MALLOC_KEEP_BYTES (64 << 20)
 
 static uv_signal_t sig_int, sig_term, sig_hup;
 static bool signals_started;
@@ -283,6 +285,12 @@ int main(int argc, char **argv)
 	struct ws_err err = {0};
 	int r, ret = 1;
 
+	/* A write parses the machine file on the pool: a few large blocks per write. Served
+	 * from the heap and kept there (not mmap'd and unmapped each time), the next write
+	 * finds its pages already faulted in; methods.c gives them back with malloc_trim()
+	 * once writes pause. */
+	(void)mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP_BYTES);
+	(void)mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP_BYTES);
 	sdglue_init();
 	log_init("workspaced");
 	r = config_load(argc, argv, &d.cfg, &err);
