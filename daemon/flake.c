@@ -188,6 +188,19 @@ static void names_free(char **names, int n)
 	free(names);
 }
 
+size_t ws_entry_n_problems(const struct ws_entry *e)
+{
+	return e->problems ? json_object_array_length(e->problems) : 0;
+}
+
+/* e->extra, made when the first attribute goes in (most entries have none). */
+static struct json_object *entry_extra(struct ws_entry *e)
+{
+	if (!e->extra)
+		e->extra = json_object_new_object();
+	return e->extra;
+}
+
 void ws_entry_add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
 {
 	struct json_object *p;
@@ -282,18 +295,10 @@ static struct ws_entry *entry_get(struct flake *f, const char *name, const struc
 	memset(e, 0, sizeof(*e));
 	memset(&f->info[f->n], 0, sizeof(f->info[f->n]));
 	e->name = strdup(name);
-	e->extra = json_object_new_object();
-	e->problems = json_object_new_array();
-	if (!e->name || !e->extra || !e->problems) {
-		free(e->name);
-		json_putp(&e->extra);
-		json_putp(&e->problems);
+	if (!e->name)
 		return NULL;
-	}
 	if (index_add(f, f->n) < 0) {
 		free(e->name);
-		json_putp(&e->extra);
-		json_putp(&e->problems);
 		return NULL;
 	}
 	e->line = node_line(f, head);
@@ -312,20 +317,23 @@ static int entry_attr(struct flake *f, size_t idx, const char *key, const struct
 {
 	struct ws_entry *e = &f->entries[idx];
 	struct entry_info *in = &f->info[idx];
-	WS_AUTOFREE char *text = node ? nix_node_text(f->tree, node) : strdup(key);
+	WS_AUTOFREE char *text = NULL; /* the value's source text, made where it is needed */
 	const struct nix_value *val = NULL;
 	int r;
 
-	if (!text)
-		return -ENOMEM;
-	if (strcmp(key, "config") == 0) {
-		free(e->config);
-		e->config = ws_steal(&text);
-		return 0;
-	}
-	if (strcmp(key, "type") != 0 && strcmp(key, "ip") != 0 && strcmp(key, "autoStart") != 0 &&
-	    strcmp(key, "hostKey") != 0) {
-		json_object_object_add(e->extra, key, json_object_new_string(text)); /* owns */
+	if (strcmp(key, "config") == 0 ||
+	    (strcmp(key, "type") != 0 && strcmp(key, "ip") != 0 && strcmp(key, "autoStart") != 0 &&
+	     strcmp(key, "hostKey") != 0)) {
+		text = node ? nix_node_text(f->tree, node) : strdup(key);
+		if (!text)
+			return -ENOMEM;
+		if (strcmp(key, "config") == 0) {
+			free(e->config);
+			e->config = ws_steal(&text);
+		} else {
+			json_object_object_add(entry_extra(e), key,
+					       json_object_new_string(text)); /* owns */
+		}
 		return 0;
 	}
 	/* A plain string literal means what it says wherever it stands: read it directly
@@ -358,6 +366,9 @@ static int entry_attr(struct flake *f, size_t idx, const char *key, const struct
 			return 0;
 		}
 	}
+	text = node ? nix_node_text(f->tree, node) : strdup(key);
+	if (!text)
+		return -ENOMEM;
 	r = v ? nix_eval_attr(f->ev, v, key, &val) : nix_eval_node(f->ev, node, &val);
 	if (r == -ENOMEM)
 		return r;
@@ -417,7 +428,7 @@ static int entry_read_set(struct flake *f, size_t idx, const struct nix_value *v
 
 				if (!ptext || !vtext)
 					return -ENOMEM;
-				json_object_object_add(f->entries[idx].extra, ptext,
+				json_object_object_add(entry_extra(&f->entries[idx]), ptext,
 						       json_object_new_string(vtext));
 				r = 0;
 			}
@@ -582,7 +593,7 @@ static int walk_set(struct flake *f, const struct nix_node *set, int depth, bool
 					} else {
 						WS_AUTOFREE char *vt =
 							nix_node_text(f->tree, nix_node_child(c, 1));
-						json_object_object_add(e->extra, names[k + 1],
+						json_object_object_add(entry_extra(e), names[k + 1],
 								       json_object_new_string(vt ? vt : ""));
 					}
 				}
@@ -761,18 +772,21 @@ int flake_parse(const char *relpath, const char *buf, size_t len, struct flake *
 	for (size_t i = 0; i < f->n; i++) {
 		struct ws_entry *e = &f->entries[i];
 		int t = e->type ? ws_type_from_string(e->type) : -EINVAL;
-		struct ws_err nerr = {0};
-
-		if (json_object_array_length(e->problems) > 0)
+		if (ws_entry_n_problems(e) > 0)
 			continue; /* unreadable: nothing more to say */
 		if (t < 0)
 			ws_entry_add_problem(e, "TYPE_INVALID",
 					     "type %s%s%s is not vm, container or incus",
 				    e->type ? "\"" : "", e->type ? e->type : "(not a literal)",
 				    e->type ? "\"" : "");
-		if (ws_name_validate(e->name, t < 0 ? WS_TYPE_COUNT : (enum ws_type)t, &nerr) < 0)
+		if (ws_name_validate(e->name, t < 0 ? WS_TYPE_COUNT : (enum ws_type)t, NULL) < 0) {
+			struct ws_err nerr = {0};
+
+			(void)ws_name_validate(e->name, t < 0 ? WS_TYPE_COUNT : (enum ws_type)t,
+					       &nerr);
 			ws_entry_add_problem(e, "NAME_INVALID", "%s", nerr.message);
-		ws_err_clear(&nerr);
+			ws_err_clear(&nerr);
+		}
 		if (!e->config)
 			ws_entry_add_problem(e, "CONFIG_MISSING", "the entry has no config");
 	}

@@ -26,10 +26,14 @@ struct ws_entry {
 	int auto_start;    /* 1, 0 (also when absent), -1 when not a literal bool */
 	char *host_key;    /* literal hostKey, or NULL */
 	int line;          /* 1-based line where the entry's definition starts */
-	struct json_object *extra;    /* owned: every other attribute -> its Nix source text */
-	struct json_object *problems; /* owned array of {kind, message}; see ipam_annotate() */
+	struct json_object *extra;    /* owned: every other attribute -> its Nix source text;
+				       * NULL while there is none */
+	struct json_object *problems; /* owned array of {kind, message} (see ipam_annotate());
+				       * NULL while there is none */
 };
 
+/* How many problems @e has. */
+size_t ws_entry_n_problems(const struct ws_entry *e);
 /* Appends {kind, message} to e->problems (made if absent). */
 void ws_entry_add_problem(struct ws_entry *e, const char *kind, const char *fmt, ...)
 	WS_PRINTF(3, 4);

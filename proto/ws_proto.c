@@ -206,7 +206,15 @@ char *ws_unit_name(enum ws_type t, const char *name)
 int ws_name_validate(const char *name, enum ws_type type, struct ws_err *err)
 {
 	size_t len = name ? strlen(name) : 0;
+	bool ok = len > 0 && name[0] != '-' && name[len - 1] != '-' &&
+		  (type >= WS_TYPE_COUNT || len <= type_name_max[type]);
 	char shown[80];
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+		     name[i] == '-';
+	if (ok)
+		return 0; /* the common case: no message to prepare */
 
 	/* a name is echoed in messages, but a name of a megabyte is not */
 	snprintf(shown, sizeof(shown), "%.*s%s", (int)utf8_cut(name ? name : "", len, 64),

@@ -90,7 +90,7 @@ static const char *extra(struct ws_entry *e, const char *key)
 
 static bool has_problem(struct ws_entry *e, const char *kind)
 {
-	for (size_t i = 0; i < json_object_array_length(e->problems); i++) {
+	for (size_t i = 0; i < ws_entry_n_problems(e); i++) {
 		struct json_object *k;
 
 		if (json_object_object_get_ex(json_object_array_get_idx(e->problems, i), "kind",
@@ -119,7 +119,7 @@ static void test_read_nested(void **state)
 	assert_non_null(extra(&e[0], "extraMounts"));
 	assert_true(strncmp(extra(&e[0], "extraMounts"), "{\n        builder-state = {", 27) == 0);
 	assert_null(extra(&e[0], "type"));
-	assert_int_equal(json_object_array_length(e[0].problems), 0);
+	assert_int_equal(ws_entry_n_problems(&e[0]), 0);
 	assert_string_equal(e[1].name, "scratch");
 	assert_string_equal(e[1].type, "vm");
 	assert_int_equal(e[1].auto_start, 0);
@@ -162,7 +162,7 @@ static void test_read_shapes(void **state)
 			strcat(names, flake_entries(f)[k].name);
 			if (!cases[i].line_of_first)
 				continue;
-			if (json_object_array_length(flake_entries(f)[k].problems))
+			if (ws_entry_n_problems(&flake_entries(f)[k]))
 				fail_msg("%s: %s has problems: %s", cases[i].file,
 					 flake_entries(f)[k].name,
 					 json_object_to_json_string(flake_entries(f)[k].problems));
@@ -464,7 +464,7 @@ static void run_golden(const char *dir, const char *name)
 			if (k)
 				strcat(names, ",");
 			strcat(names, e->name);
-			if (json_object_array_length(e->problems) &&
+			if (ws_entry_n_problems(e) &&
 			    !json_object_object_get_ex(op, "problems", NULL))
 				fail_msg("%s: %s: %s", name, e->name,
 					 json_object_to_json_string(e->problems));
