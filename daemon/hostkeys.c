@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/timerfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@
 #define HK_KEYS_DIR "ssh-host-keys"
 #define HK_KEY_NAME "ssh_host_ed25519_key.pub"
 #define HK_KEY_TYPE "ssh-ed25519"
-#define HK_FIRST_MS 1 /* delay before a lone change is reported */
+#define HK_FIRST_US 300 /* delay before a lone change is reported */
 #define HK_ED25519_LEN 32
 /* uint32 len + "ssh-ed25519" + uint32 len + 32 bytes */
 #define HK_BLOB_LEN (4 + sizeof(HK_KEY_TYPE) - 1 + 4 + HK_ED25519_LEN)
@@ -45,8 +46,12 @@ struct hk_name {
 };
 
 struct hostkeys {
-	uv_poll_t poll;             /* freed with the struct, after both close callbacks */
-	uv_timer_t timer;
+	uv_poll_t poll;             /* freed with the struct, after every close callback */
+	uv_timer_t timer;           /* a burst's quiet time */
+	uv_poll_t first;            /* polls @tfd: a lone change's short delay */
+	int tfd;                    /* a timerfd (microseconds, where libuv timers count
+				     * milliseconds), -1 without one: @timer then serves */
+	bool first_open;
 	uv_loop_t *loop;            /* borrowed */
 	char *root;                 /* owned; absolute, no trailing slash */
 	char *anc;                  /* owned; what wd_root watches when the root is missing */
@@ -495,6 +500,14 @@ static int hk_add_watch(struct hostkeys *hk, const char *path, uint32_t mask, st
 
 static void hk_timer_cb(uv_timer_t *handle);
 
+/* Arms (@us > 0) or disarms the short first delay; false when there is no timerfd. */
+static bool hk_first_arm(struct hostkeys *hk, long us)
+{
+	struct itimerspec its = {.it_value = {.tv_sec = 0, .tv_nsec = us * 1000}};
+
+	return hk->tfd >= 0 && timerfd_settime(hk->tfd, 0, &its, NULL) == 0;
+}
+
 static void hk_mark(struct hostkeys *hk, struct hk_name *e)
 {
 	uint64_t now = uv_now(hk->loop);
@@ -510,11 +523,14 @@ static void hk_mark(struct hostkeys *hk, struct hk_name *e)
 		 * moment makes it a burst that waits for the quiet time. */
 		hk->pending = true;
 		hk->first_pending = now;
-		if (delay > HK_FIRST_MS)
-			delay = HK_FIRST_MS;
+		if (hk_first_arm(hk, HK_FIRST_US))
+			return;
+		delay = 1; /* no timerfd: libuv's shortest timer */
 	} else if (now - hk->first_pending >= max_wait) {
 		/* A file rewritten without pause must not hold the batch back for ever. */
 		return;
+	} else {
+		(void)hk_first_arm(hk, 0); /* a burst: the quiet time decides */
 	}
 	(void)uv_timer_start(&hk->timer, hk_timer_cb, delay, 0);
 }
@@ -767,9 +783,8 @@ static void hk_poll_cb(uv_poll_t *handle, int status, int events)
 	}
 }
 
-static void hk_timer_cb(uv_timer_t *handle)
+static void hk_fire(struct hostkeys *hk)
 {
-	struct hostkeys *hk = handle->data;
 	WS_AUTOFREE char **names = NULL;
 	size_t i, n = 0;
 
@@ -793,6 +808,25 @@ static void hk_timer_cb(uv_timer_t *handle)
 		hk->cb(hk->userdata, (const char *const *)names, n);
 	for (i = 0; i < n; i++)
 		free(names[i]);
+}
+
+static void hk_timer_cb(uv_timer_t *handle)
+{
+	hk_fire(handle->data);
+}
+
+static void hk_first_cb(uv_poll_t *handle, int status, int events)
+{
+	struct hostkeys *hk = handle->data;
+	uint64_t expirations;
+
+	(void)status;
+	(void)events;
+	if (read(hk->tfd, &expirations, sizeof(expirations)) < 0)
+		return; /* not expired after all (disarmed meanwhile) */
+	/* a burst that began meanwhile waits for its quiet time instead */
+	if (hk->pending && !uv_is_active((uv_handle_t *)&hk->timer) && !hk->closing)
+		hk_fire(hk);
 }
 
 static void hk_names_free(struct hk_name *names, size_t n)
@@ -822,6 +856,10 @@ static void hk_close_cb(uv_handle_t *handle)
 		(void)close(hk->ifd);
 		hk->ifd = -1;
 	}
+	if (hk->tfd >= 0) {
+		(void)close(hk->tfd);
+		hk->tfd = -1;
+	}
 	if (hk->done)
 		hk->done(hk->done_ud);
 	if (hk->free_on_close)
@@ -840,12 +878,18 @@ void hostkeys_close(struct hostkeys *hk, void (*done)(void *ud), void *ud)
 			(void)close(hk->ifd);
 			hk->ifd = -1;
 		}
+		if (hk->tfd >= 0) {
+			(void)close(hk->tfd);
+			hk->tfd = -1;
+		}
 		if (done)
 			done(ud);
 		return;
 	}
 	uv_close((uv_handle_t *)&hk->poll, hk_close_cb);
 	uv_close((uv_handle_t *)&hk->timer, hk_close_cb);
+	if (hk->first_open)
+		uv_close((uv_handle_t *)&hk->first, hk_close_cb);
 }
 
 void hostkeys_free(struct hostkeys *hk)
@@ -860,6 +904,8 @@ void hostkeys_free(struct hostkeys *hk)
 	}
 	if (hk->ifd >= 0)
 		(void)close(hk->ifd);
+	if (hk->tfd >= 0)
+		(void)close(hk->tfd);
 	hk_release(hk);
 }
 
@@ -884,6 +930,7 @@ int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
 	hk->loop = loop;
 	hk->ifd = -1;
+	hk->tfd = -1;
 	hk->wd_root = -1;
 	hk->debounce_ms = debounce_ms > 0 ? debounce_ms : 1;
 	hk->cb = cb;
@@ -919,6 +966,20 @@ int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
 	(void)uv_timer_init(loop, &hk->timer);
 	hk->timer.data = hk;
 	hk->open_handles++;
+	/* the short first delay; without a timerfd, libuv's 1 ms timer does */
+	hk->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (hk->tfd >= 0 && uv_poll_init(loop, &hk->first, hk->tfd) == 0) {
+		hk->first.data = hk;
+		hk->first_open = true;
+		hk->open_handles++;
+		if (uv_poll_start(&hk->first, UV_READABLE, hk_first_cb) < 0) {
+			(void)close(hk->tfd); /* the handle stays open until hostkeys_close */
+			hk->tfd = -1;
+		}
+	} else if (hk->tfd >= 0) {
+		(void)close(hk->tfd);
+		hk->tfd = -1;
+	}
 
 	r = uv_poll_start(&hk->poll, UV_READABLE, hk_poll_cb);
 	if (r < 0) {

@@ -27,9 +27,9 @@ typedef void (*hostkeys_batch_fn)(void *userdata, const char *const *names, size
 typedef void (*hostkeys_error_fn)(void *userdata, const struct ws_err *err);
 
 /* Starts watching @sandbox_root (an absolute path; it need not exist yet) with no names.
- * A first change is reported after about a millisecond; a second one within that time
- * makes a burst, reported once @debounce_ms pass without another change (the daemon uses
- * 10), so a deploy that writes many keys at once ends in one batch.
+ * A first change is reported after 0.3 ms (a timerfd; 1 ms without one); a second one
+ * within that time makes a burst, reported once @debounce_ms pass without another change
+ * (the daemon uses 10), so a deploy that writes many keys at once ends in one batch.
  * Returns 0, -EINVAL for a relative root, or the errno of inotify_init1()/libuv. */
 int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
 		 hostkeys_batch_fn cb, void *userdata, struct hostkeys **ret_hk,
