@@ -733,19 +733,16 @@ static bool hk_event(struct hostkeys *hk, const struct inotify_event *ev)
 	return sync;
 }
 
-static void hk_poll_cb(uv_poll_t *handle, int status, int events)
+/* Takes in the events the kernel has queued (never waits for more). */
+static void hk_drain(struct hostkeys *hk)
 {
-	struct hostkeys *hk = handle->data;
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
 	struct ws_err err = { 0 };
 	bool sync = false, rescan = false;
 	int rounds, r;
 
-	if (status < 0) {
-		(void)ws_fail(&err, status, 0, "inotify poll failed: %s", uv_strerror(status));
-		hk_report(hk, &err);
+	if (hk->ifd < 0 || !uv_is_active((uv_handle_t *)&hk->poll))
 		return;
-	}
 	/* Bounded, so that a flood of events cannot keep the loop from everything else. */
 	for (rounds = 0; rounds < 16; rounds++) {
 		ssize_t n = read(hk->ifd, buf, sizeof(buf));
@@ -783,6 +780,20 @@ static void hk_poll_cb(uv_poll_t *handle, int status, int events)
 	}
 }
 
+static void hk_poll_cb(uv_poll_t *handle, int status, int events)
+{
+	struct hostkeys *hk = handle->data;
+	struct ws_err err = { 0 };
+
+	(void)events;
+	if (status < 0) {
+		(void)ws_fail(&err, status, 0, "inotify poll failed: %s", uv_strerror(status));
+		hk_report(hk, &err);
+		return;
+	}
+	hk_drain(hk);
+}
+
 static void hk_fire(struct hostkeys *hk)
 {
 	WS_AUTOFREE char **names = NULL;
@@ -810,9 +821,16 @@ static void hk_fire(struct hostkeys *hk)
 		free(names[i]);
 }
 
+/* A delay ran out. The loop runs timers before it polls, so changes may be queued in the
+ * kernel already: taken in first, they make a burst (which restarts the quiet time) rather
+ * than a batch of their own right after this one. */
 static void hk_timer_cb(uv_timer_t *handle)
 {
-	hk_fire(handle->data);
+	struct hostkeys *hk = handle->data;
+
+	hk_drain(hk);
+	if (!uv_is_active((uv_handle_t *)&hk->timer))
+		hk_fire(hk);
 }
 
 static void hk_first_cb(uv_poll_t *handle, int status, int events)
@@ -824,6 +842,7 @@ static void hk_first_cb(uv_poll_t *handle, int status, int events)
 	(void)events;
 	if (read(hk->tfd, &expirations, sizeof(expirations)) < 0)
 		return; /* not expired after all (disarmed meanwhile) */
+	hk_drain(hk); /* as in hk_timer_cb: queued changes first */
 	/* a burst that began meanwhile waits for its quiet time instead */
 	if (hk->pending && !uv_is_active((uv_handle_t *)&hk->timer) && !hk->closing)
 		hk_fire(hk);
