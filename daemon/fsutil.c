@@ -225,6 +225,7 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 	WS_AUTOFREE char *base = NULL;
 	WS_AUTOFREE char *tmp = NULL;
 	WS_AUTOCLOSE int fd = -1;
+	struct fsutil_tmp own;
 	struct stat old;
 	bool have_old;
 	const char *what;
@@ -249,22 +250,16 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
 	}
 
-	if (pre && pre->fd >= 0) {
-		/* made beforehand, next to the target */
-		tmp = ws_steal(&pre->path);
-		fd = pre->fd;
-		pre->fd = -1;
-	} else if (asprintf(&tmp, "%s/.%s.XXXXXX", dir, base) < 0) {
-		tmp = NULL;
-		return ws_fail(err, -ENOMEM, 0, "cannot write '%s': out of memory", path);
-	} else {
-		fd = mkostemp(tmp, O_CLOEXEC);
+	if (!pre || pre->fd < 0) {
+		/* none made beforehand: now */
+		r = fsutil_tmp_make(path, &own, err);
+		if (r < 0)
+			return r;
+		pre = &own;
 	}
-	if (fd < 0) {
-		r = -errno;
-		return ws_fail(err, r, 0, "cannot create a temporary file in '%s': %s", dir,
-			       strerror(-r));
-	}
+	tmp = ws_steal(&pre->path);
+	fd = pre->fd;
+	pre->fd = -1;
 
 	what = "write";
 	r = fsutil_write_all(fd, buf, len);
