@@ -52,6 +52,7 @@ struct hostkeys {
 	int tfd;                    /* a timerfd (microseconds, where libuv timers count
 				     * milliseconds), -1 without one: @timer then serves */
 	bool first_open;
+	bool first_ok;              /* @first polls @tfd: the short delay can be used */
 	uv_loop_t *loop;            /* borrowed */
 	char *root;                 /* owned; absolute, no trailing slash */
 	char *anc;                  /* owned; what wd_root watches when the root is missing */
@@ -505,7 +506,7 @@ static bool hk_first_arm(struct hostkeys *hk, long us)
 {
 	struct itimerspec its = {.it_value = {.tv_sec = 0, .tv_nsec = us * 1000}};
 
-	return hk->tfd >= 0 && timerfd_settime(hk->tfd, 0, &its, NULL) == 0;
+	return hk->first_ok && timerfd_settime(hk->tfd, 0, &its, NULL) == 0;
 }
 
 static void hk_mark(struct hostkeys *hk, struct hk_name *e)
@@ -991,10 +992,8 @@ int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
 		hk->first.data = hk;
 		hk->first_open = true;
 		hk->open_handles++;
-		if (uv_poll_start(&hk->first, UV_READABLE, hk_first_cb) < 0) {
-			(void)close(hk->tfd); /* the handle stays open until hostkeys_close */
-			hk->tfd = -1;
-		}
+		/* on failure the fd stays open with its handle (closed together), unused */
+		hk->first_ok = uv_poll_start(&hk->first, UV_READABLE, hk_first_cb) == 0;
 	} else if (hk->tfd >= 0) {
 		(void)close(hk->tfd);
 		hk->tfd = -1;
