@@ -163,9 +163,9 @@ static int take_lock(const char *path, const char *what, const char *where, stru
 		if (r == -EWOULDBLOCK)
 			return ws_fail(err, -EBUSY, WS_E_BUSY,
 				       "another workspaced%s%s%s already serves %s '%s' (lock '%s'); "
-				       "one daemon per %s",
+				       "only one daemon may serve it",
 				       pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", what, where,
-				       path, what);
+				       path);
 		return ws_fail(err, r, 0, "cannot lock '%s': %s", path, strerror(-r));
 	}
 	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
