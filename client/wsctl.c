@@ -1375,6 +1375,16 @@ static int parse_timeout(const char *s, int *ret_ms)
 	return 0;
 }
 
+/* For a usage error met while options are read: the command named on the line, if any
+ * (its first word that is not an option), so that the hint points at its --help. */
+static const struct command *command_on_line(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-')
+			return command_find(argv[i]);
+	return NULL;
+}
+
 /* Fills @o and *ret_cmd from argv. Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct opts *o, const struct command **ret_cmd)
 {
@@ -1389,11 +1399,14 @@ static int parse_args(int argc, char **argv, struct opts *o, const struct comman
 
 		if (ch == '?') {
 			if (optopt)
-				return usage_error(NULL, "unknown option '-%c'", optopt);
-			return usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+				return usage_error(command_on_line(argc, argv),
+						   "unknown option '-%c'", optopt);
+			return usage_error(command_on_line(argc, argv), "unknown option '%s'",
+					   argv[optind - 1]);
 		}
 		if (ch == ':')
-			return usage_error(NULL, "option '%s' needs a value", argv[optind - 1]);
+			return usage_error(command_on_line(argc, argv), "option '%s' needs a value",
+					   argv[optind - 1]);
 		if (opt < 0 || opt >= OPT_COUNT)
 			return usage_error(NULL, "cannot parse the command line");
 		o->seen |= OPT_BIT(opt);

@@ -243,6 +243,18 @@ class WsctlTest(unittest.TestCase):
                 self.assertEqual(out, "")
         self.assertEqual(self.d.requests, [])
 
+    def test_usage_error_hint_names_the_command(self):
+        """An option error met while options are read still points at the command's --help."""
+        for args, hint in ((["create", "--bogus", "x"], "Try 'wsctl create --help'."),
+                           (["list", "--timeout"], "Try 'wsctl list --help'."),
+                           (["--bogus"], "Try 'wsctl --help'."),
+                           (["--bogus", "show", "a"], "Try 'wsctl show --help'.")):
+            with self.subTest(args=args):
+                rc, out, err = self.run_wsctl(*args)
+                self.assertEqual(rc, 2, err)
+                self.assertEqual(err.splitlines()[-1], hint)
+        self.assertEqual(self.d.requests, [])
+
     # ---- reaching the daemon ----
 
     def test_unreachable_exit_69_names_socket(self):
