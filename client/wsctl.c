@@ -1375,13 +1375,30 @@ static int parse_timeout(const char *s, int *ret_ms)
 	return 0;
 }
 
+/* Whether argv word @w is a long option whose value is the next word (--socket PATH). */
+static bool takes_next_word(const char *w)
+{
+	if (strncmp(w, "--", 2) != 0 || strchr(w, '='))
+		return false;
+	for (const struct option *lo = long_opts; lo->name; lo++)
+		if (strcmp(w + 2, lo->name) == 0)
+			return lo->has_arg == required_argument;
+	return false;
+}
+
 /* For a usage error met while options are read: the command named on the line, if any
- * (its first word that is not an option), so that the hint points at its --help. */
+ * (its first word that is neither an option nor an option's value), so that the hint
+ * points at its --help. */
 static const struct command *command_on_line(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return i + 1 < argc ? command_find(argv[i + 1]) : NULL;
 		if (argv[i][0] != '-')
 			return command_find(argv[i]);
+		if (takes_next_word(argv[i]))
+			i++;
+	}
 	return NULL;
 }
 
