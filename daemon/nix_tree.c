@@ -2579,3 +2579,71 @@ int nix_check_buffer(const char *src, size_t len, const char *filename, struct w
 	nix_tree_free(t);
 	return r;
 }
+
+/* Iterative: the trees of long operator chains are deep. */
+int nix_tree_check(const struct nix_tree *t, size_t *ret_off)
+{
+	const struct nix_node **stack;
+	size_t n = 0, cap = 256;
+	size_t bad = SIZE_MAX;
+
+	if (t->root->parent || t->root->start != 0 || t->root->end != t->len ||
+	    nix_node_n_children(t->root) != 1) {
+		bad = 0;
+		goto out_nostack;
+	}
+	stack = malloc(cap * sizeof(*stack));
+	if (!stack)
+		return -ENOMEM;
+	stack[n++] = t->root;
+	while (n && bad == SIZE_MAX) {
+		const struct nix_node *nd = stack[--n];
+		struct nix_elem_iter it = { 0 };
+		struct nix_elem e;
+		uint32_t at = nd->start;
+		size_t n_elems = 0, n_children = 0;
+
+		if (nd->end < nd->start) {
+			bad = nd->start;
+			break;
+		}
+		while (bad == SIZE_MAX && nix_node_next_elem(t, nd, &it, &e)) {
+			n_elems++;
+			if (!e.is_node) {
+				if (e.tok.off != at || (unsigned)e.tok.kind >= NIX_TOK_COUNT ||
+				    (e.tok.len == 0 && e.tok.kind != NIX_TOK_STR_CONTENT))
+					bad = at;
+				at += e.tok.len;
+				continue;
+			}
+			if (e.node->parent != nd || e.node->start != at ||
+			    e.node != nix_node_child(nd, n_children++)) {
+				bad = at;
+				break;
+			}
+			at = e.node->end;
+			if (n == cap) {
+				const struct nix_node **grown = realloc(stack, 2 * cap * sizeof(*stack));
+
+				if (!grown) {
+					free(stack);
+					return -ENOMEM;
+				}
+				stack = grown;
+				cap *= 2;
+			}
+			stack[n++] = e.node;
+		}
+		if (bad == SIZE_MAX && (n_elems == 0 || at != nd->end ||
+					n_children != nix_node_n_children(nd) ||
+					nix_node_child(nd, n_children)))
+			bad = nd->start;
+	}
+	free(stack);
+out_nostack:
+	if (bad == SIZE_MAX)
+		return 0;
+	if (ret_off)
+		*ret_off = bad;
+	return -EPROTO;
+}

@@ -168,4 +168,12 @@ const char *nix_kind_name(enum nix_kind k);
  * set as nix_tree_parse() does. */
 int nix_check_buffer(const char *src, size_t len, const char *filename, struct ws_err *err);
 
+/* Checks what every tree nix_tree_parse() returns must satisfy (for the tests and the
+ * fuzzer): the root has no parent, spans the whole input and holds one expression; in
+ * every node, tokens and children follow each other without gap from its start to its
+ * end, each token of a known kind and non-empty (but string content), each child with
+ * this node as parent and in nix_node_child() order, and no child past the last. Returns
+ * 0, or -EPROTO with *ret_off (may be NULL) the byte offset where the first violation is. */
+int nix_tree_check(const struct nix_tree *t, size_t *ret_off);
+
 #endif

@@ -15,57 +15,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_tree(const struct nix_tree *t)
 {
-	const struct nix_node **stack = NULL;
-	size_t n = 0, cap = 0;
+	const struct nix_node **stack;
+	size_t n = 0, cap = 256;
+	char *v = NULL;
 
-	if (t->root->start != 0 || t->root->end != t->len)
+	if (nix_tree_check(t, NULL) < 0 || !nix_tree_expr(t))
 		abort();
-	if (!nix_tree_expr(t))
-		abort();
-	cap = 256;
+	/* the accessors must cope with every node they accept */
 	stack = malloc(cap * sizeof(*stack));
 	if (!stack)
 		abort();
 	stack[n++] = t->root;
 	while (n) {
 		const struct nix_node *nd = stack[--n];
-		struct nix_elem_iter it = { 0 };
-		struct nix_elem e;
-		uint32_t at = nd->start;
-		size_t n_elems = 0, n_children = 0;
-		char *v = NULL;
+		size_t nc = nix_node_n_children(nd);
 
-		if (nd->end < nd->start)
-			abort();
-		while (nix_node_next_elem(t, nd, &it, &e)) {
-			n_elems++;
-			if (!e.is_node) {
-				if (e.tok.off != at || (unsigned)e.tok.kind >= NIX_TOK_COUNT)
-					abort();
-				at += e.tok.len;
-				continue;
-			}
-			if (e.node->parent != nd || e.node->start != at ||
-			    e.node != nix_node_child(nd, n_children++))
-				abort();
-			at = e.node->end;
-			if (n == cap) {
-				cap *= 2;
-				stack = realloc(stack, cap * sizeof(*stack));
-				if (!stack)
-					abort();
-			}
-			stack[n++] = e.node;
-		}
-		if (n_elems == 0 || at != nd->end || n_children != nix_node_n_children(nd))
-			abort();
-		/* the accessors must cope with every node they accept */
 		if (nd->kind == NIX_NODE_STRING && nix_string_value(t, nd, &v) == 0)
 			free(v);
 		if (nd->kind == NIX_NODE_ATTRPATH)
-			for (size_t i = 0; i < nix_node_n_children(nd); i++)
+			for (size_t i = 0; i < nc; i++)
 				if (nix_attr_name(t, nix_node_child(nd, i), &v) == 0)
 					free(v);
+		if (n + nc > cap) {
+			while (n + nc > cap)
+				cap *= 2;
+			stack = realloc(stack, cap * sizeof(*stack));
+			if (!stack)
+				abort();
+		}
+		for (size_t i = 0; i < nc; i++)
+			stack[n++] = nix_node_child(nd, i);
 	}
 	free(stack);
 }

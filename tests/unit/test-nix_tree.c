@@ -12,53 +12,14 @@
 #include "nix_tree.h"
 #include "ws_proto.h"
 
-/* Every element of every node is contiguous with the previous one, nodes cover exactly
- * their elements, parents are right, and the root covers the whole input. Iterative, as
- * the trees of long operator chains are deep. */
+/* The tree's invariants (nix_tree_check); on a violation, where it is. */
 static void check_structure(const struct nix_tree *t)
 {
-	const struct nix_node **stack = malloc(sizeof(*stack) * 1024);
-	size_t n = 0, cap = 1024;
+	size_t off = 0;
+	int r = nix_tree_check(t, &off);
 
-	assert_non_null(stack);
-	assert_null(t->root->parent);
-	assert_int_equal(t->root->start, 0);
-	assert_int_equal(t->root->end, t->len);
-	assert_int_equal(nix_node_n_children(t->root), 1);
-	stack[n++] = t->root;
-	while (n) {
-		const struct nix_node *nd = stack[--n];
-		struct nix_elem_iter it = { 0 };
-		struct nix_elem e;
-		uint32_t at = nd->start;
-		size_t n_elems = 0, n_children = 0;
-
-		while (nix_node_next_elem(t, nd, &it, &e)) {
-			n_elems++;
-			if (e.is_node) {
-				assert_ptr_equal(e.node->parent, nd);
-				assert_ptr_equal(e.node, nix_node_child(nd, n_children));
-				n_children++;
-				assert_int_equal(e.node->start, at);
-				at = e.node->end;
-				if (n == cap) {
-					cap *= 2;
-					stack = realloc(stack, sizeof(*stack) * cap);
-					assert_non_null(stack);
-				}
-				stack[n++] = e.node;
-			} else {
-				assert_int_equal(e.tok.off, at);
-				assert_true(e.tok.len > 0 || e.tok.kind == NIX_TOK_STR_CONTENT);
-				at += e.tok.len;
-			}
-		}
-		assert_true(n_elems > 0);
-		assert_int_equal(n_children, nix_node_n_children(nd));
-		assert_null(nix_node_child(nd, n_children));
-		assert_int_equal(at, nd->end);
-	}
-	free(stack);
+	if (r < 0)
+		fail_msg("tree invariant broken at byte %zu (%s)", off, strerror(-r));
 }
 
 /* Element @i of @n (a token or a child node), which must exist. */
@@ -105,6 +66,27 @@ static struct nix_tree *parse_ok_len(const char *src, size_t len)
 static struct nix_tree *parse_ok(const char *src)
 {
 	return parse_ok_len(src, strlen(src));
+}
+
+/* nix_tree_check() finds a tree that breaks its invariants, and where. */
+static void test_check_catches_breakage(void **unused)
+{
+	const char *src = "{ a = 1; b = [ 2 3 ]; }";
+	struct nix_tree *t = parse_ok(src);
+	struct nix_node *set = nix_tree_expr(t), *b = nix_node_child(set, 1);
+	size_t off = 0;
+	uint32_t start = b->start;
+
+	assert_int_equal(nix_tree_check(t, &off), 0);
+	b->start++; /* a gap before the second binding */
+	assert_int_equal(nix_tree_check(t, &off), -EPROTO);
+	assert_int_equal(off, start);
+	b->start = start;
+	b->parent = nix_node_child(set, 0); /* a child that names another parent */
+	assert_int_equal(nix_tree_check(t, &off), -EPROTO);
+	b->parent = set;
+	assert_int_equal(nix_tree_check(t, NULL), 0);
+	nix_tree_free(t);
 }
 
 /* Parses @src expecting a failure at @line:@col whose message contains @msg. */
@@ -647,6 +629,7 @@ static void test_depth_small_stack(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_check_catches_breakage),
 		cmocka_unit_test(test_fixtures_round_trip),
 		cmocka_unit_test(test_fixture_unparsable),
 		cmocka_unit_test(test_constructs_round_trip),
