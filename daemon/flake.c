@@ -1449,20 +1449,17 @@ static int set_hostkey(const struct flake *f, const char *name, const char *key,
 	return 0;
 }
 
-char *flake_workspace_template(const char *name, enum ws_type type)
+const char *flake_workspace_template(void)
 {
-	char *s = NULL;
-
-	if (asprintf(&s,
-		     "# The %s workspace \"%s\".\n"
-		     "# Its host name is the workspace name (\"%s\"); its IP address and type are\n"
-		     "# declared in ../default.nix, under sandboxed-workspace.workspaces.%s.\n"
-		     "{ config, lib, pkgs, ... }:\n"
-		     "\n"
-		     "{\n"
-		     "  environment.systemPackages = with pkgs; [ ];\n"
-		     "}\n",
-		     ws_type_to_string(type), name, name, name) < 0)
-		return NULL;
-	return s;
+	/* The same bytes for every workspace: neither the name nor the type is written here,
+	 * so the file never contradicts default.nix after a rename or a change of type, and
+	 * every workspace file is the one git blob (a create writes no new object for it). */
+	return "# A sandboxed workspace: a NixOS module. Its host name is its workspace name\n"
+	       "# (this file's name without .nix); its type and IP address are declared in\n"
+	       "# ../default.nix, under sandboxed-workspace.workspaces.\n"
+	       "{ config, lib, pkgs, ... }:\n"
+	       "\n"
+	       "{\n"
+	       "  environment.systemPackages = with pkgs; [ ];\n"
+	       "}\n";
 }

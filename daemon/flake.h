@@ -93,7 +93,7 @@ int flake_set_hostkey_parsed(const struct flake *f, const char *name, const char
 			     char **ret_buf, size_t *ret_len, struct flake **ret_flake,
 			     struct ws_err *err);
 
-/* The contents of a new machines/HOST/workspaces/NAME.nix. malloc'd. */
-char *flake_workspace_template(const char *name, enum ws_type type);
+/* The contents of every new machines/HOST/workspaces/NAME.nix (static). */
+const char *flake_workspace_template(void);
 
 #endif

@@ -84,7 +84,8 @@ struct write_op {
 	struct ws_err err;
 	char *main_old, *main_new;
 	size_t main_old_len, main_new_len;
-	char *ws_path, *ws_rel, *ws_text;
+	char *ws_path, *ws_rel;
+	const char *ws_text;
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
 	int hold[2];                 /* the replaced files, kept open: see hold_old() */
@@ -170,7 +171,6 @@ static void op_free(struct write_op *op)
 	free(op->main_new);
 	free(op->ws_path);
 	free(op->ws_rel);
-	free(op->ws_text);
 	free(op->idx_snap);
 	free(op->x0);
 	free(op->stage_note);
@@ -1098,11 +1098,7 @@ static void create_work_cb(uv_work_t *w)
 		}
 	}
 	ws_exists = lstat(op->ws_path, &st) == 0;
-	op->ws_text = flake_workspace_template(op->name, op->type);
-	if (!op->ws_text) {
-		r = -ENOMEM;
-		goto out;
-	}
+	op->ws_text = flake_workspace_template();
 	if (!ws_exists && !op->dry_run) {
 		if (stat(dir, &st) < 0) {
 			if (mkdir(dir, 0755) < 0) {

@@ -418,17 +418,15 @@ static void test_hostkey_refused(void **state)
 
 static void test_template(void **state)
 {
-	for (int t = 0; t < WS_TYPE_COUNT; t++) {
-		char *s = flake_workspace_template("dev", (enum ws_type)t);
+	const char *s = flake_workspace_template();
 
-		assert_non_null(s);
-		assert_non_null(strstr(s, "{ config, lib, pkgs, ... }:"));
-		assert_non_null(strstr(s, "environment.systemPackages = with pkgs; [ ];"));
-		assert_non_null(strstr(s, "host name"));
-		assert_non_null(strstr(s, "default.nix"));
-		nix_parses(s, strlen(s), "the template");
-		free(s);
-	}
+	assert_non_null(strstr(s, "{ config, lib, pkgs, ... }:"));
+	assert_non_null(strstr(s, "environment.systemPackages = with pkgs; [ ];"));
+	assert_non_null(strstr(s, "host name is its workspace name"));
+	assert_non_null(strstr(s, "../default.nix"));
+	/* the same bytes every time: every workspace file is one git blob */
+	assert_ptr_equal(s, flake_workspace_template());
+	nix_parses(s, strlen(s), "the template");
 }
 
 /* tests/data/nix/edit/<case>/: in.nix, op.json, want.nix */
