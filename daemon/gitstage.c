@@ -33,6 +33,12 @@ struct gitstage {
 	char *gitdir;         /* owned; absolute, no trailing '/' */
 	char *index_path;     /* owned; gitdir/index */
 	char *lock_path;      /* owned; gitdir/index.lock */
+	/* The bytes of one blob, the last read or staged for memo_path: a blob's id names its
+	 * contents, so when the index still holds memo_id these are its bytes, and reading
+	 * them needs no inflating and re-hashing of the object. */
+	char *memo_path, *memo_buf; /* owned */
+	size_t memo_len;
+	git_oid memo_id;
 };
 
 static pthread_once_t git_once = PTHREAD_ONCE_INIT;
@@ -246,6 +252,8 @@ void gitstage_free(struct gitstage *g)
 	free(g->gitdir);
 	free(g->index_path);
 	free(g->lock_path);
+	free(g->memo_path);
+	free(g->memo_buf);
 	free(g);
 }
 
@@ -295,6 +303,31 @@ static int index_reload(struct gitstage *g)
 	return git_index_read(g->index, stat(g->index_path, &st) < 0 && errno == ENOENT);
 }
 
+/* Remembers @buf as the bytes of blob @id, staged or read for @path. Best effort. */
+static void memo_set(struct gitstage *g, const char *path, const git_oid *id, const void *buf,
+		     size_t len)
+{
+	char *b = malloc(len + 1);
+	char *p = g->memo_path && strcmp(g->memo_path, path) == 0 ? g->memo_path : strdup(path);
+
+	if (!b || !p) {
+		free(b);
+		if (p != g->memo_path)
+			free(p);
+		return;
+	}
+	if (len > 0)
+		memcpy(b, buf, len);
+	b[len] = '\0';
+	if (p != g->memo_path)
+		free(g->memo_path);
+	free(g->memo_buf);
+	g->memo_path = p;
+	g->memo_buf = b;
+	g->memo_len = len;
+	g->memo_id = *id;
+}
+
 int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
 			struct ws_err *err)
 {
@@ -314,6 +347,16 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	ie = git_index_get_bypath(g->index, path, 0);
 	if (!ie)
 		return ws_fail(err, -ENOENT, WS_E_GIT_ERROR, "'%s' is not in the index", path);
+	if (g->memo_buf && git_oid_equal(&ie->id, &g->memo_id)) {
+		buf = malloc(g->memo_len + 1);
+		if (!buf)
+			return ws_fail(err, -ENOMEM, 0, "out of memory");
+		memcpy(buf, g->memo_buf, g->memo_len + 1);
+		*ret_buf = buf;
+		if (ret_len)
+			*ret_len = g->memo_len;
+		return 0;
+	}
 	r = git_blob_lookup(&blob, g->repo, &ie->id);
 	if (r < 0)
 		return git_fail(r, err);
@@ -326,6 +369,7 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	memcpy(buf, git_blob_rawcontent(blob), (size_t)size);
 	buf[size] = '\0';
 	git_blob_free(blob);
+	memo_set(g, path, &ie->id, buf, (size_t)size);
 	*ret_buf = buf;
 	if (ret_len)
 		*ret_len = (size_t)size;
@@ -432,8 +476,12 @@ int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 			}
 		}
 		r = git_index_write(g->index);
-		if (r == 0)
+		if (r == 0) {
+			for (i = 0; i < n; i++)
+				if (g->memo_path && strcmp(e[i].path, g->memo_path) == 0)
+					memo_set(g, e[i].path, &ids[i], e[i].buf, e[i].len);
 			return 0;
+		}
 		if (r != GIT_ELOCKED) {
 			r = git_fail(r, err);
 			goto undo;

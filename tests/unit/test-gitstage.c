@@ -291,6 +291,43 @@ static void test_stage_blob_other_than_worktree(void **unused)
 	rm_repo(dir);
 }
 
+/* The bytes read back for a path follow the index, whoever changed it: the memo of the last
+ * blob read or staged is used only while the index still names that blob. */
+static void test_read_index_follows_other_git(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	char *buf = NULL;
+	size_t len = 0;
+
+	assert_int_equal(stage1(g, "c.nix", "ours\n", 500, &err), 0);
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_string_equal(buf, "ours\n");
+	free(buf);
+	/* another git stages other bytes for the same path */
+	put(dir, "c.nix", "theirs\n");
+	assert_int_equal(h_sh("cd '%s' && " GIT " add c.nix", dir), 0);
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_int_equal(len, 7);
+	assert_string_equal(buf, "theirs\n");
+	free(buf);
+	/* and back to the committed version */
+	assert_int_equal(h_sh("cd '%s' && " GIT " reset -q c.nix", dir), 0);
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_string_equal(buf, "line1\nline2\nline3\n");
+	free(buf);
+	/* a staged empty file */
+	assert_int_equal(stage1(g, "c.nix", "", 500, &err), 0);
+	assert_int_equal(gitstage_read_index(g, "c.nix", &buf, &len, &err), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(buf, "");
+	free(buf);
+	assert_git(dir, "diff --cached --stat | tail -n1", " 1 file changed, 3 deletions(-)\n");
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
 static void test_lock_held_is_busy(void **unused)
 {
 	char *dir = make_repo();
@@ -517,6 +554,7 @@ int main(void)
 		cmocka_unit_test(test_stage_new_and_modified),
 		cmocka_unit_test(test_stage_blob_other_than_worktree),
 		cmocka_unit_test(test_blobs_first_then_index),
+		cmocka_unit_test(test_read_index_follows_other_git),
 		cmocka_unit_test(test_lock_held_is_busy),
 		cmocka_unit_test(test_lock_released_while_waiting),
 		cmocka_unit_test(test_snapshot_restore),
