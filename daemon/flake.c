@@ -1133,6 +1133,7 @@ struct entry_gen {
 	const struct nix_node *like; /* an entry whose one-line/multi-line layout is copied */
 	const struct flake *f;
 	bool block; /* wrap in `sandboxed-workspace = { enable = true; ... };` */
+	const struct flake_edit_hooks *hooks; /* may be NULL */
 };
 
 static void gen_entry(struct ws_buf *b, const struct layout *lo0, void *userdata)
@@ -1245,8 +1246,12 @@ static int try_plan(const struct flake *f, const struct nix_node *set,
 	free(s.text);
 	if (r < 0)
 		return r;
+	if (g->hooks && g->hooks->candidate)
+		g->hooks->candidate(g->hooks->userdata, out, len);
 	r = check_added(f, out, len, e, keep);
 	if (r < 0) {
+		if (g->hooks && g->hooks->rejected)
+			g->hooks->rejected(g->hooks->userdata, out);
 		free(out);
 		return r;
 	}
@@ -1255,15 +1260,16 @@ static int try_plan(const struct flake *f, const struct nix_node *set,
 	return 0;
 }
 
-static int add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
-		     size_t *ret_len, struct flake **keep, struct ws_err *err);
+static int add_entry(const struct flake *f, const struct flake_new_entry *e,
+		     const struct flake_edit_hooks *hooks, char **ret_buf, size_t *ret_len,
+		     struct flake **keep, struct ws_err *err);
 
 int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *e,
-			   char **ret_buf, size_t *ret_len, struct flake **ret_flake,
-			   struct ws_err *err)
+			   const struct flake_edit_hooks *hooks, char **ret_buf, size_t *ret_len,
+			   struct flake **ret_flake, struct ws_err *err)
 {
 	struct flake *keep = NULL;
-	int r = add_entry(f, e, ret_buf, ret_len, ret_flake ? &keep : NULL, err);
+	int r = add_entry(f, e, hooks, ret_buf, ret_len, ret_flake ? &keep : NULL, err);
 
 	if (r == 0 && ret_flake)
 		*ret_flake = keep;
@@ -1273,13 +1279,14 @@ int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *
 int flake_add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
 		    size_t *ret_len, struct ws_err *err)
 {
-	return add_entry(f, e, ret_buf, ret_len, NULL, err);
+	return add_entry(f, e, NULL, ret_buf, ret_len, NULL, err);
 }
 
-static int add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
-		     size_t *ret_len, struct flake **keep, struct ws_err *err)
+static int add_entry(const struct flake *f, const struct flake_new_entry *e,
+		     const struct flake_edit_hooks *hooks, char **ret_buf, size_t *ret_len,
+		     struct flake **keep, struct ws_err *err)
 {
-	struct entry_gen g = {.e = e, .f = f};
+	struct entry_gen g = {.e = e, .f = f, .hooks = hooks};
 	uint32_t best = 0;
 	const struct entry_info *last = NULL;
 	int r = -EPROTO;

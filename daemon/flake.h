@@ -75,11 +75,22 @@ struct flake_new_entry {
 int flake_add_entry(const struct flake *f, const struct flake_new_entry *e, char **ret_buf,
 		    size_t *ret_len, struct ws_err *err);
 
+/* Lets the caller start work on an edit's likely result (write it to a temporary file, say)
+ * while the editor checks it by parsing it: @candidate is called with each result before
+ * its check, @rejected with the same buffer when the check fails, before the buffer is
+ * freed. A result handed back is the last candidate's buffer. Called on the editing
+ * thread; either callback may be NULL. */
+struct flake_edit_hooks {
+	void (*candidate)(void *userdata, const char *buf, size_t len);
+	void (*rejected)(void *userdata, const char *buf);
+	void *userdata;
+};
+
 /* Like flake_add_entry(), and hands back the parse of the new file that was checked (free
- * with flake_free()), so the caller need not parse it again. */
+ * with flake_free()), so the caller need not parse it again. @hooks may be NULL. */
 int flake_add_entry_parsed(const struct flake *f, const struct flake_new_entry *e,
-			   char **ret_buf, size_t *ret_len, struct flake **ret_flake,
-			   struct ws_err *err);
+			   const struct flake_edit_hooks *hooks, char **ret_buf, size_t *ret_len,
+			   struct flake **ret_flake, struct ws_err *err);
 
 /* Sets `hostKey = "KEY";` in entry @name: replaces an existing literal value, or adds the
  * attribute as the entry's last one. WS_E_NOT_FOUND, WS_E_CONFIG_UNSUPPORTED (the entry is

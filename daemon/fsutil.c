@@ -203,10 +203,10 @@ int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err)
 
 void fsutil_tmp_drop(struct fsutil_tmp *t)
 {
-	if (t->fd >= 0) {
+	if (t->path)
 		(void)unlink(t->path);
+	if (t->fd >= 0)
 		(void)close(t->fd);
-	}
 	free(t->path);
 	t->path = NULL;
 	t->fd = -1;
@@ -218,22 +218,13 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 	return fsutil_replace_tmp(path, buf, len, flags, NULL, err);
 }
 
-int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
-		       struct fsutil_tmp *pre, struct ws_err *err)
+int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
+		    struct fsutil_tmp *t, struct ws_err *err)
 {
-	WS_AUTOFREE char *dir = NULL;
-	WS_AUTOFREE char *base = NULL;
-	WS_AUTOFREE char *tmp = NULL;
-	WS_AUTOCLOSE int fd = -1;
-	struct fsutil_tmp own;
 	struct stat old;
 	bool have_old;
 	const char *what;
 	int r;
-
-	r = split_path(path, &dir, &base);
-	if (r < 0)
-		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
 
 	if (lstat(path, &old) == 0) {
 		if (flags & FSUTIL_NEW)
@@ -249,29 +240,25 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 		r = -errno;
 		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
 	}
-
-	if (!pre || pre->fd < 0) {
-		/* none made beforehand: now */
-		r = fsutil_tmp_make(path, &own, err);
+	if (t->fd < 0) {
+		/* none made beforehand (or a filled one): now */
+		fsutil_tmp_drop(t);
+		r = fsutil_tmp_make(path, t, err);
 		if (r < 0)
 			return r;
-		pre = &own;
 	}
-	tmp = ws_steal(&pre->path);
-	fd = pre->fd;
-	pre->fd = -1;
 
 	what = "write";
-	r = fsutil_write_all(fd, buf, len);
+	r = fsutil_write_all(t->fd, buf, len);
 	if (r < 0)
 		goto fail;
 	what = "set the mode of";
 	if (flags & FSUTIL_PRIVATE)
-		r = fchmod(fd, 0600);
+		r = fchmod(t->fd, 0600);
 	else if (have_old)
-		r = fchmod(fd, old.st_mode & 07777);
+		r = fchmod(t->fd, old.st_mode & 07777);
 	else
-		r = fchmod(fd, 0644 & ~current_umask());
+		r = fchmod(t->fd, 0644 & ~current_umask());
 	if (r < 0) {
 		r = -errno;
 		goto fail;
@@ -279,41 +266,63 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 	if (have_old && (old.st_uid != geteuid() || old.st_gid != getegid())) {
 		/* Keep the owner (root editing a user's file); the group alone may also move. */
 		what = "keep the owner of";
-		if (fchown(fd, old.st_uid, old.st_gid) < 0) {
+		if (fchown(t->fd, old.st_uid, old.st_gid) < 0) {
 			r = -errno;
 			goto fail;
 		}
 		/* chown clears set-id bits: put the mode back. */
-		if (!(flags & FSUTIL_PRIVATE) && fchmod(fd, old.st_mode & 07777) < 0) {
+		if (!(flags & FSUTIL_PRIVATE) && fchmod(t->fd, old.st_mode & 07777) < 0) {
 			r = -errno;
 			goto fail;
 		}
 	}
 	what = "sync";
-	if (fsync(fd) < 0) {
+	if (fsync(t->fd) < 0) {
 		r = -errno;
 		goto fail;
 	}
 	what = "close";
-	r = close(fd);
-	fd = -1;
+	r = close(t->fd);
+	t->fd = -1;
 	if (r < 0) {
 		r = -errno;
 		goto fail;
 	}
+	return 0;
 
-	what = "rename into";
-	if (flags & FSUTIL_NEW)
-		r = rename_noreplace(tmp, path);
-	else
-		r = rename(tmp, path) < 0 ? -errno : 0;
-	if (r == -EEXIST) {
-		(void)unlink(tmp);
-		return ws_fail_at(err, -EEXIST, WS_E_FILE_EXISTS, path, 0, 0,
-				  "'%s' already exists", path);
+fail:
+	fsutil_tmp_drop(t);
+	return ws_fail(err, r, 0, "cannot %s '%s': %s", what, path, strerror(-r));
+}
+
+int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	int r;
+
+	if (!t->path || t->fd >= 0) {
+		fsutil_tmp_drop(t);
+		return ws_fail(err, -EINVAL, 0, "cannot write '%s': no filled temporary", path);
 	}
-	if (r < 0)
-		goto fail;
+	r = split_path(path, &dir, &base);
+	if (r < 0) {
+		fsutil_tmp_drop(t);
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+	}
+	if (flags & FSUTIL_NEW)
+		r = rename_noreplace(t->path, path);
+	else
+		r = rename(t->path, path) < 0 ? -errno : 0;
+	if (r < 0) {
+		fsutil_tmp_drop(t);
+		if (r == -EEXIST)
+			return ws_fail_at(err, -EEXIST, WS_E_FILE_EXISTS, path, 0, 0,
+					  "'%s' already exists", path);
+		return ws_fail(err, r, 0, "cannot rename into '%s': %s", path, strerror(-r));
+	}
+	free(t->path);
+	t->path = NULL;
 
 	if (flags & FSUTIL_NO_DIR_SYNC)
 		return 0;
@@ -322,10 +331,22 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 	if (r < 0)
 		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
 	return 0;
+}
 
-fail:
-	(void)unlink(tmp);
-	return ws_fail(err, r, 0, "cannot %s '%s': %s", what, path, strerror(-r));
+int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
+		       struct fsutil_tmp *pre, struct ws_err *err)
+{
+	struct fsutil_tmp own = {.fd = -1};
+	int r;
+
+	if (!pre)
+		pre = &own;
+	r = fsutil_tmp_fill(path, buf, len, flags, pre, err);
+	if (r < 0) {
+		fsutil_tmp_drop(pre);
+		return r;
+	}
+	return fsutil_tmp_commit(path, pre, flags, err);
 }
 
 int fsutil_sync_parent(const char *path)

@@ -37,12 +37,22 @@ struct fsutil_tmp {
 };
 /* Creates the `.<name>.XXXXXX` temporary next to @path (fd -1 and path NULL on failure). */
 int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err);
-/* Removes the temporary unless fsutil_replace_tmp() used it. */
+/* Removes the temporary (made or filled) unless it was renamed into place. */
 void fsutil_tmp_drop(struct fsutil_tmp *t);
 /* fsutil_replace() with @pre (may be NULL or empty) as its temporary; @pre is used up
  * either way when it held one (renamed into place, or removed on failure). */
 int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 		       struct fsutil_tmp *pre, struct ws_err *err);
+/* fsutil_replace_tmp() in two halves, so that the slow first one can run before the caller
+ * has decided to go on. Fill: @t (made now unless it holds an open temporary) gets @buf,
+ * the old file's mode and owner, is fsync'd and closed; it keeps its path. Nothing at @path
+ * changes; on failure the temporary is removed. Commit: renames the filled temporary over
+ * @path (never replacing a file under FSUTIL_NEW) and fsyncs the directory unless
+ * FSUTIL_NO_DIR_SYNC; @t is used up either way. Drop a filled temporary that is not wanted
+ * with fsutil_tmp_drop(). */
+int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
+		    struct fsutil_tmp *t, struct ws_err *err);
+int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct ws_err *err);
 
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);

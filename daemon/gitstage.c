@@ -39,6 +39,9 @@ struct gitstage {
 	char *memo_path, *memo_buf; /* owned */
 	size_t memo_len;
 	git_oid memo_id;
+	/* libgit2's objects are not to be used by two threads at once, and a write runs some
+	 * of its steps on threads of their own: every call below holds this */
+	pthread_mutex_t lock;
 };
 
 static pthread_once_t git_once = PTHREAD_ONCE_INIT;
@@ -208,6 +211,7 @@ int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *e
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	(void)pthread_mutex_init(&g->lock, NULL);
 	r = git_repository_open_ext(&g->repo, workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
 	if (r < 0) {
 		r = open_fail(workdir, r, err);
@@ -254,6 +258,7 @@ void gitstage_free(struct gitstage *g)
 	free(g->lock_path);
 	free(g->memo_path);
 	free(g->memo_buf);
+	(void)pthread_mutex_destroy(&g->lock);
 	free(g);
 }
 
@@ -328,8 +333,8 @@ static void memo_set(struct gitstage *g, const char *path, const git_oid *id, co
 	g->memo_id = *id;
 }
 
-int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
-			struct ws_err *err)
+static int read_index_locked(struct gitstage *g, const char *path, char **ret_buf,
+			     size_t *ret_len, struct ws_err *err)
 {
 	const git_index_entry *ie;
 	git_blob *blob = NULL;
@@ -424,8 +429,8 @@ static int make_entry(struct gitstage *g, const struct gitstage_entry *e, const 
 	return 0;
 }
 
-int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-		   int lock_wait_ms, struct ws_err *err)
+static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+			int lock_wait_ms, struct ws_err *err)
 {
 	WS_AUTOFREE git_oid *ids = NULL;
 	int64_t start = now_ms();
@@ -497,8 +502,8 @@ undo:
 	return r;
 }
 
-int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
-			 struct ws_err *err)
+static int write_blobs_locked(struct gitstage *g, struct gitstage_entry *e, size_t n,
+			      struct ws_err *err)
 {
 	git_oid id;
 	int r;
@@ -518,8 +523,8 @@ int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 	return 0;
 }
 
-int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
-			    struct ws_err *err)
+static int snapshot_index_locked(struct gitstage *g, char **ret_buf, size_t *ret_len,
+				 struct ws_err *err)
 {
 	int r;
 
@@ -533,8 +538,8 @@ int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 }
 
 
-int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
-			   struct ws_err *err)
+static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
+				int lock_wait_ms, struct ws_err *err)
 {
 	int64_t start = now_ms();
 	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
@@ -599,4 +604,59 @@ fail:
 	(void)unlink(g->lock_path);
 	return ws_fail_at(err, r, WS_E_GIT_ERROR, g->index_path, 0, 0, "cannot %s '%s': %s",
 			  what, g->index_path, strerror(-r));
+}
+
+int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
+			struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = read_index_locked(g, path, ret_buf, ret_len, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+		   int lock_wait_ms, struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = stage_locked(g, e, n, lock_wait_ms, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
+			 struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = write_blobs_locked(g, e, n, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
+			    struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = snapshot_index_locked(g, ret_buf, ret_len, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
+			   struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = restore_index_locked(g, buf, len, lock_wait_ms, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
 }

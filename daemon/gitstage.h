@@ -2,7 +2,7 @@
 /* Every libgit2 call of the daemon: the repository is opened once and kept open; paths are
  * staged by writing blobs and index entries for exactly those paths, never others. Maps
  * libgit2's codes to our errors (GIT_ELOCKED -> BUSY after a bounded retry). Calls block:
- * run them on the thread pool, one at a time. */
+ * run them off the loop thread; calls from several threads wait for each other. */
 #ifndef GITSTAGE_H
 #define GITSTAGE_H
 

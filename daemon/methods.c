@@ -57,6 +57,19 @@ struct hk_item {
 };
 
 /* Everything a pool job needs, copied so the loop may change its own state meanwhile. */
+/* A step of a write run on a thread of its own next to the worker's (disk waits overlap
+ * with the edit, or with each other). Inline when no thread can be made. */
+struct side_job {
+	pthread_t thread;
+	bool started;
+	int (*fn)(struct side_job *j);
+	struct write_op *op;
+	void *arg;
+	size_t n;
+	int r;
+	struct ws_err err;
+};
+
 struct write_op {
 	uv_work_t work;              /* first member: callbacks cast back */
 	struct write_op *next;
@@ -88,6 +101,15 @@ struct write_op {
 	const char *ws_text;
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
+	/* The edit's first result is written to main_tmp (fsync'd, not renamed) and its blob
+	 * made on spec_job while the editor checks it; used when the check passes that very
+	 * buffer, dropped otherwise. */
+	struct side_job spec_job;
+	const char *spec_buf;        /* the candidate written ahead; NULL: none */
+	size_t spec_len;
+	bool spec_wanted;            /* a real create that will write: worth writing ahead */
+	bool spec_running, spec_valid;
+	struct gitstage_entry spec_ent; /* its blob id */
 	int hold[2];                 /* the replaced files, kept open: see hold_old() */
 	size_t n_hold;
 	char *idx_snap;
@@ -764,19 +786,6 @@ static int index_version(struct write_op *op, edit_fn edit, char **ret, size_t *
 	return 0;
 }
 
-/* A step of a write run on a thread of its own next to the worker's (disk waits overlap
- * with the edit, or with each other). Inline when no thread can be made. */
-struct side_job {
-	pthread_t thread;
-	bool started;
-	int (*fn)(struct side_job *j);
-	struct write_op *op;
-	void *arg;
-	size_t n;
-	int r;
-	struct ws_err err;
-};
-
 static void *side_main(void *userdata)
 {
 	struct side_job *j = userdata;
@@ -917,17 +926,30 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 		return r;
 	for (size_t i = 0; i < n_extra; i++)
 		ents[n++] = extra[i];
-	if (op->staged_main)
-		ents[n++] = (struct gitstage_entry){.path = op->machine_rel, .buf = xbuf,
-						    .len = xlen};
+	if (op->staged_main) {
+		ents[n] = (struct gitstage_entry){.path = op->machine_rel, .buf = xbuf, .len = xlen};
+		if (op->spec_valid && xlen == op->spec_len && memcmp(xbuf, op->spec_buf, xlen) == 0) {
+			ents[n].have_id = true;
+			memcpy(ents[n].id, op->spec_ent.id, GITSTAGE_ID_LEN);
+		}
+		n++;
+	}
 	/* the blobs are compressed into the object database on a thread of their own while
 	 * the file goes to disk; unreferenced objects are harmless if either step fails */
 	blobs = (struct side_job){0};
-	if (n > 0)
-		side_start(&blobs, blobs_step, op, ents, n);
+	for (size_t i = 0; i < n; i++)
+		if (!ents[i].have_id) {
+			side_start(&blobs, blobs_step, op, ents, n);
+			break;
+		}
 	hold_old(op, op->machine_file);
-	r = fsutil_replace_tmp(op->machine_file, op->main_new, op->main_new_len,
-			       FSUTIL_NO_DIR_SYNC, &op->main_tmp, &op->err);
+	if (op->spec_valid)
+		/* written and synced while the edit was checked: only the rename is left */
+		r = fsutil_tmp_commit(op->machine_file, &op->main_tmp, FSUTIL_NO_DIR_SYNC,
+				      &op->err);
+	else
+		r = fsutil_replace_tmp(op->machine_file, op->main_new, op->main_new_len,
+				       FSUTIL_NO_DIR_SYNC, &op->main_tmp, &op->err);
 	if (r == 0)
 		op->wrote_main = true;
 	r = side_join(&blobs, r, &op->err);
@@ -951,12 +973,66 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 
 /* ---- workspace.create ------------------------------------------------------------------ */
 
+/* The speculative write of the edit's result (see spec_job in struct write_op). */
+static int spec_step(struct side_job *j)
+{
+	struct write_op *op = j->op;
+	int r = fsutil_tmp_fill(op->machine_file, op->spec_buf, op->spec_len, 0, &op->main_tmp,
+				&j->err);
+
+	if (r == 0) {
+		op->spec_ent = (struct gitstage_entry){.path = op->machine_rel,
+						       .buf = op->spec_buf, .len = op->spec_len};
+		r = gitstage_write_blobs(op->git, &op->spec_ent, 1, &j->err);
+	}
+	return r;
+}
+
+static void spec_candidate(void *userdata, const char *buf, size_t len)
+{
+	struct write_op *op = userdata;
+
+	if (op->spec_buf)
+		return; /* only the first result is written ahead */
+	op->spec_buf = buf;
+	op->spec_len = len;
+	op->spec_running = true;
+	side_start(&op->spec_job, spec_step, op, NULL, 0);
+}
+
+/* Waits for the speculative write; it is valid when it succeeded and @accepted. Its errors
+ * are not the request's: the write is simply done again the ordinary way. */
+static void spec_finish(struct write_op *op, bool accepted)
+{
+	if (!op->spec_running)
+		return;
+	op->spec_running = false;
+	(void)side_join(&op->spec_job, -1, &op->spec_job.err);
+	op->spec_valid = accepted && op->spec_job.r == 0;
+	if (!op->spec_valid)
+		fsutil_tmp_drop(&op->main_tmp);
+}
+
+static void spec_rejected(void *userdata, const char *buf)
+{
+	struct write_op *op = userdata;
+
+	if (buf == op->spec_buf) {
+		spec_finish(op, false);
+		op->spec_buf = NULL; /* about to be freed; spec_running stays false */
+		op->spec_len = 0;
+	}
+}
+
 /* The create's edit, for the file as read and for the index's version of it. With
- * op->collect, the editor's checked parse of the result becomes op->new_flake. */
+ * op->collect, the editor's checked parse of the result becomes op->new_flake, and with
+ * op->spec_wanted the result is written ahead while it is checked. */
 static int create_edit(struct write_op *op, const struct flake *f, char **ret, size_t *ret_len,
 		       struct ws_err *err)
 {
 	WS_AUTOFREE char *config = NULL;
+	const struct flake_edit_hooks hooks = {.candidate = spec_candidate,
+					       .rejected = spec_rejected, .userdata = op};
 	struct flake_new_entry e;
 	struct flake *keep = NULL;
 	int r;
@@ -965,7 +1041,8 @@ static int create_edit(struct write_op *op, const struct flake *f, char **ret, s
 		return -ENOMEM;
 	e = (struct flake_new_entry){.name = op->name, .type = op->type, .ip = op->ip,
 				     .auto_start = op->auto_start, .config = config};
-	r = flake_add_entry_parsed(f, &e, ret, ret_len, op->collect ? &keep : NULL, err);
+	r = flake_add_entry_parsed(f, &e, op->collect && op->spec_wanted ? &hooks : NULL, ret,
+				   ret_len, op->collect ? &keep : NULL, err);
 	if (r == 0 && keep) {
 		flake_free(op->new_flake);
 		op->new_flake = keep;
@@ -1019,7 +1096,6 @@ static int ws_prep_step(struct side_job *j)
 	struct write_op *op = j->op;
 	int r;
 
-	make_main_tmp(op);
 	r = index_fetch(op, &j->err);
 	if (r == 0)
 		r = gitstage_write_blobs(op->git, &op->ws_ent, 1, &j->err);
@@ -1114,12 +1190,14 @@ static void create_work_cb(uv_work_t *w)
 		side_start(&ws_job, ws_write_step, op, NULL, 0);
 		side_start(&prep_job, ws_prep_step, op, NULL, 0);
 		ws_started = true;
+		op->spec_wanted = true;
 	}
 
 	/* the editor checks its result by parsing it: that parse is the new model */
 	op->collect = true;
 	r = create_edit(op, f0, &op->main_new, &op->main_new_len, &op->err);
 	op->collect = false;
+	spec_finish(op, r == 0 && op->main_new == op->spec_buf);
 
 	if (ws_started) {
 		r = side_join(&ws_job, r, &op->err);

@@ -196,6 +196,68 @@ static void test_premade_temporary(void **unused)
 	rm_rf(dir);
 }
 
+/* Fill then commit: filling changes nothing at the target (the temporary holds the bytes,
+ * synced, with the old file's mode); a dropped fill leaves nothing; commit renames that
+ * very inode into place; a commit that may not replace leaves the target and no temporary. */
+static void test_fill_then_commit(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct fsutil_tmp t = {.fd = -1};
+	struct ws_err err = { 0 };
+	struct stat tmp_st, st;
+	int hidden;
+
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	assert_int_equal(chmod(p, 0640), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "new\n", 4, 0, &t, &err), 0);
+	assert_int_equal(t.fd, -1);
+	assert_non_null(t.path);
+	assert_file(p, "old\n");
+	assert_file(t.path, "new\n");
+	assert_int_equal(stat(t.path, &tmp_st), 0);
+	assert_int_equal(tmp_st.st_mode & 07777, 0640);
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(hidden, 1);
+	fsutil_tmp_drop(&t);
+	assert_null(t.path);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* filled twice: the second fill starts a new temporary, the first is removed */
+	assert_int_equal(fsutil_tmp_fill(p, "first\n", 6, 0, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "second\n", 7, 0, &t, &err), 0);
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(stat(t.path, &tmp_st), 0);
+	assert_int_equal(fsutil_tmp_commit(p, &t, 0, &err), 0);
+	assert_null(t.path);
+	assert_file(p, "second\n");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_ino, tmp_st.st_ino);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* FSUTIL_NEW: a file that appeared between fill and commit is kept */
+	free(p);
+	p = fsutil_join(dir, "new.nix");
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, FSUTIL_NEW, &t, &err), 0);
+	h_write(p, "theirs\n", 7);
+	assert_int_equal(fsutil_tmp_commit(p, &t, FSUTIL_NEW, &err), -EEXIST);
+	assert_int_equal(err.code, WS_E_FILE_EXISTS);
+	ws_err_clear(&err);
+	assert_null(t.path);
+	assert_file(p, "theirs\n");
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(hidden, 0);
+	/* commit without a filled temporary is refused */
+	assert_int_equal(fsutil_tmp_commit(p, &t, 0, &err), -EINVAL);
+	ws_err_clear(&err);
+	assert_file(p, "theirs\n");
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_failures_leave_no_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -414,6 +476,7 @@ int main(void)
 		cmocka_unit_test(test_new_never_overwrites),
 		cmocka_unit_test(test_failures_leave_no_temporary),
 		cmocka_unit_test(test_premade_temporary),
+		cmocka_unit_test(test_fill_then_commit),
 		cmocka_unit_test(test_write_failure_removes_temporary),
 		cmocka_unit_test(test_unwritable_directory),
 		cmocka_unit_test(test_read_caps),
