@@ -41,6 +41,7 @@
 #define RELEASE_HOLD_SECONDS (24 * 3600)
 #define DIR_DEBOUNCE_MS 100
 #define TRIM_DELAY_MS 2000 /* malloc_trim() this long after the last write */
+#define WATCH_DELAY_MS 10  /* a burst of creates updates the watched names once per this */
 
 enum op_kind { OP_CREATE, OP_HOSTKEY };
 
@@ -151,6 +152,7 @@ struct methods {
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
+	uv_timer_t watch_timer;      /* update_watched_names() after a write, once per burst */
 	bool dir_started, dir_inited;
 	dev_t dir_dev;               /* the directory dir_ev watches (its inode, not its path) */
 	ino_t dir_ino;
@@ -520,6 +522,25 @@ static void trim_timer_cb(uv_timer_t *t)
 	(void)malloc_trim(0);
 }
 
+static void watch_timer_cb(uv_timer_t *t)
+{
+	update_watched_names(t->data);
+}
+
+/* A write's new names get their watches shortly after its reply: the workspace cannot boot
+ * before its owner deploys, and a key already there is found when its watch starts. Creates
+ * in a row then cost one update (a sort of every name) per WATCH_DELAY_MS, not one each. */
+static void watch_names_soon(struct methods *m)
+{
+	if (!m->watch_timer.data) {
+		update_watched_names(m);
+		return;
+	}
+	if (!uv_is_active((uv_handle_t *)&m->watch_timer) &&
+	    uv_timer_start(&m->watch_timer, watch_timer_cb, WATCH_DELAY_MS, 0) < 0)
+		update_watched_names(m);
+}
+
 static void op_finish(struct write_op *op)
 {
 	struct methods *m = op->m;
@@ -532,7 +553,7 @@ static void op_finish(struct write_op *op)
 	op_free(op);
 	if (m->watch_pending) {
 		m->watch_pending = false;
-		update_watched_names(m);
+		watch_names_soon(m);
 	}
 	/* a write parses the machine file on a pool thread: once writes pause, give those
 	 * pages back rather than let each thread's malloc arena keep its high-water mark (not
@@ -2300,6 +2321,10 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 		m->trim_timer.data = m;
 		m->n_open_handles++;
 	}
+	if (uv_timer_init(d->loop, &m->watch_timer) == 0) {
+		m->watch_timer.data = m;
+		m->n_open_handles++;
+	}
 	r = uv_fs_event_init(d->loop, &m->dir_ev);
 	if (r == 0) {
 		m->dir_inited = true;
@@ -2360,6 +2385,8 @@ void methods_free(struct methods *m)
 	uv_close((uv_handle_t *)&m->dir_timer, handle_closed_cb);
 	if (m->trim_timer.data)
 		uv_close((uv_handle_t *)&m->trim_timer, handle_closed_cb);
+	if (m->watch_timer.data)
+		uv_close((uv_handle_t *)&m->watch_timer, handle_closed_cb);
 }
 
 const struct rpc_method *methods_table(size_t *ret_n)

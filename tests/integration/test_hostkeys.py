@@ -365,14 +365,16 @@ class HostKeys(DaemonTest):
             time.sleep(0.05)
         self.assertIn('hostKey = "%s";' % canonical, self.staged_hostkey("alpha"))
         self.assertIn(canonical, self.repo.read(self.repo.machine_rel).decode())
+        # the key is written at once after the reply: before the new name's watch starts
+        # (that waits a few milliseconds after a write), so the watch must find it there
+        text2, canonical2, _ = keygen(self.keys, "c")
         r = self.d.create("gamma", "container")
+        self.write_key("gamma", text2)
         self.assertIn("result", r)
         ev = self.next_event()
         if ev["type"] == "hostkey.registered" and ev["name"] == "alpha":
             ev = self.next_event()  # the start-up scan's event, if it came after subscribing
         self.assertEqual(ev["type"], "workspace.created")
-        text2, canonical2, _ = keygen(self.keys, "c")
-        self.write_key("gamma", text2)
         self.assert_registered("gamma", canonical2)
 
     def test_hand_added_workspace_watched(self):
