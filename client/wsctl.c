@@ -1410,6 +1410,16 @@ static int parse_args(int argc, char **argv, struct opts *o, const struct comman
 	size_t n_pos;
 	int ch;
 
+	/* "-dev" would read as -d -e -v: name the word typed (only -h is a short option) */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		const char *w = argv[i];
+
+		if (w[0] == '-' && w[1] && w[1] != '-' && w[2])
+			return usage_error(command_on_line(argc, argv),
+					   "unknown option '%s' (long options start with '--')", w);
+		if (takes_next_word(w))
+			i++;
+	}
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
 		int opt = ch == 'h' ? OPT_HELP : ch - 0x100;

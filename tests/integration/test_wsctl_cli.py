@@ -220,6 +220,8 @@ class WsctlTest(unittest.TestCase):
             (["frobnicate"], "unknown command 'frobnicate'"),
             (["list", "--bogus"], "unknown option '--bogus'"),
             (["list", "-x"], "unknown option '-x'"),
+            (["create", "-dev"], "unknown option '-dev' (long options start with '--')"),
+            (["create", "dev", "--type", "vm", "-dry-run"], "unknown option '-dry-run'"),
             (["show"], "needs a workspace NAME"),
             (["hostkey"], "needs a workspace NAME"),
             (["show", "a", "b"], "unexpected argument 'b'"),
