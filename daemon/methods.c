@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,8 +62,11 @@ struct hk_item {
 /* Everything a pool job needs, copied so the loop may change its own state meanwhile. */
 /* A step of a write run on a thread of its own next to the worker's (disk waits overlap
  * with the edit, or with each other). Inline when no thread can be made. */
+struct side_thread;
 struct side_job {
-	pthread_t thread;
+	pthread_t thread;            /* when no kept thread was free: one of its own */
+	struct side_thread *on;      /* else the kept thread it runs on */
+	sem_t done;                  /* ... which posts this when the job is done */
 	bool started;
 	int (*fn)(struct side_job *j);
 	struct write_op *op;
@@ -815,10 +820,75 @@ static void *side_main(void *userdata)
 	return NULL;
 }
 
+/* Side jobs run on a few threads kept for them (one write runs at most three at once): a
+ * thread made per job costs its creation and, on a busy machine, is often left waiting for
+ * a CPU much longer than a sleeping thread that is woken. */
+#define SIDE_THREADS 3
+struct side_thread {
+	sem_t go;                    /* posted with job set */
+	struct side_job *job;
+	atomic_bool busy;
+	bool ok;                     /* the thread runs */
+};
+static struct side_thread side_threads[SIDE_THREADS];
+static pthread_once_t side_once = PTHREAD_ONCE_INIT;
+
+static void *side_thread_main(void *userdata)
+{
+	struct side_thread *t = userdata;
+
+	for (;;) {
+		struct side_job *j;
+
+		while (sem_wait(&t->go) < 0)
+			; /* EINTR */
+		j = t->job;
+		j->r = j->fn(j);
+		/* free for the next job before the joiner may go on: @j is valid until then */
+		atomic_store(&t->busy, false);
+		(void)sem_post(&j->done);
+	}
+	return NULL;
+}
+
+static void side_threads_init(void)
+{
+	for (size_t i = 0; i < SIDE_THREADS; i++) {
+		struct side_thread *t = &side_threads[i];
+		pthread_attr_t attr;
+		pthread_t thread;
+
+		if (sem_init(&t->go, 0, 0) < 0)
+			continue;
+		if (pthread_attr_init(&attr) != 0)
+			continue;
+		(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		t->ok = pthread_create(&thread, &attr, side_thread_main, t) == 0;
+		(void)pthread_attr_destroy(&attr);
+	}
+}
+
 static void side_start(struct side_job *j, int (*fn)(struct side_job *), struct write_op *op,
 		       void *arg, size_t n)
 {
 	*j = (struct side_job){.fn = fn, .op = op, .arg = arg, .n = n};
+	(void)pthread_once(&side_once, side_threads_init);
+	for (size_t i = 0; i < SIDE_THREADS; i++) {
+		struct side_thread *t = &side_threads[i];
+		bool idle = false;
+
+		if (!t->ok || !atomic_compare_exchange_strong(&t->busy, &idle, true))
+			continue;
+		if (sem_init(&j->done, 0, 0) < 0) {
+			atomic_store(&t->busy, false);
+			break;
+		}
+		j->on = t;
+		t->job = j;
+		j->started = true;
+		(void)sem_post(&t->go);
+		return;
+	}
 	j->started = pthread_create(&j->thread, NULL, side_main, j) == 0;
 	if (!j->started)
 		j->r = fn(j);
@@ -827,8 +897,14 @@ static void side_start(struct side_job *j, int (*fn)(struct side_job *), struct 
 /* Waits for @j; its error goes to @r/@err unless an earlier one is there. */
 static int side_join(struct side_job *j, int r, struct ws_err *err)
 {
-	if (j->started)
+	if (j->started && j->on) {
+		while (sem_wait(&j->done) < 0)
+			; /* EINTR */
+		(void)sem_destroy(&j->done);
+		j->on = NULL;
+	} else if (j->started) {
 		(void)pthread_join(j->thread, NULL);
+	}
 	j->started = false;
 	if (r == 0 && j->r < 0) {
 		r = j->r;
