@@ -333,6 +333,93 @@ int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct 
 	return 0;
 }
 
+/* Whether the file open as @fd holds exactly @want (@want_len bytes). */
+static bool fd_holds(int fd, const void *want, size_t want_len)
+{
+	WS_AUTOFREE char *now = NULL;
+	size_t len = 0;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uintmax_t)st.st_size != want_len)
+		return false;
+	if (lseek(fd, 0, SEEK_SET) < 0 || fsutil_read_fd(fd, want_len, &now, &len) < 0)
+		return false;
+	return len == want_len && (len == 0 || memcmp(now, want, len) == 0);
+}
+
+int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old,
+			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	WS_AUTOCLOSE int fd = -1;
+	int r;
+
+	if (ret_old_fd)
+		*ret_old_fd = -1;
+	if (!t->path || t->fd >= 0) {
+		fsutil_tmp_drop(t);
+		return ws_fail(err, -EINVAL, 0, "cannot write '%s': no filled temporary", path);
+	}
+	r = split_path(path, &dir, &base);
+	if (r < 0) {
+		fsutil_tmp_drop(t);
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+	}
+	/* Swapped in one step, the file that was in place is then at the temporary's name,
+	 * where it is checked: a change that came after any earlier check is seen here. */
+	if (renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0) {
+		r = -errno;
+		if (r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP) {
+			/* this file system cannot exchange: check, then rename */
+			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+			if (fd < 0 || !fd_holds(fd, old, old_len)) {
+				fsutil_tmp_drop(t);
+				return ws_fail(err, -EAGAIN, 0, "'%s' changed", path);
+			}
+			r = fsutil_tmp_commit(path, t, flags, err);
+			if (r == 0 && ret_old_fd) {
+				*ret_old_fd = fd;
+				fd = -1;
+			}
+			return r;
+		}
+		fsutil_tmp_drop(t);
+		if (r == -ENOENT)
+			return ws_fail(err, -EAGAIN, 0, "'%s' changed (it is gone)", path);
+		return ws_fail(err, r, 0, "cannot rename into '%s': %s", path, strerror(-r));
+	}
+	fd = open(t->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0 || !fd_holds(fd, old, old_len)) {
+		/* not the file checked before: put it back, and ours goes */
+		if (renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0) {
+			WS_AUTOFREE char *at = t->path;
+
+			r = -errno;
+			t->path = NULL; /* the changed file is there now: never remove it */
+			return ws_fail(err, r, 0,
+				       "'%s' changed while it was replaced, and the changed file "
+				       "could not be put back (it is at '%s'): %s",
+				       path, at, strerror(-r));
+		}
+		fsutil_tmp_drop(t);
+		return ws_fail(err, -EAGAIN, 0, "'%s' changed", path);
+	}
+	(void)unlink(t->path);
+	free(t->path);
+	t->path = NULL;
+	if (ret_old_fd) {
+		*ret_old_fd = fd;
+		fd = -1;
+	}
+	if (flags & FSUTIL_NO_DIR_SYNC)
+		return 0;
+	r = fsync_dir(dir);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
+	return 0;
+}
+
 int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 		       struct fsutil_tmp *pre, struct ws_err *err)
 {

@@ -53,6 +53,14 @@ int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
 int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		    struct fsutil_tmp *t, struct ws_err *err);
 int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct ws_err *err);
+/* fsutil_tmp_commit() of a replacement, only while @path holds exactly @old (@old_len
+ * bytes): the temporary and the file are exchanged in one step (renameat2
+ * RENAME_EXCHANGE), the file swapped out is compared with @old, and on a difference
+ * swapped back (-EAGAIN; the file in place is the changed one, untouched). A file system
+ * that cannot exchange gets the comparison just before a plain rename. On success
+ * *ret_old_fd (unless NULL) holds the replaced file open, its name already removed. */
+int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old,
+			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err);
 
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);

@@ -44,6 +44,31 @@ struct gitstage {
 	pthread_mutex_t lock;
 };
 
+/* What one gitstage_stage_undoable() changed (see gitstage_undo()). */
+struct change_ent {
+	char *path;            /* owned */
+	bool had_old;          /* the path was in the index (stage 0) before */
+	git_index_entry old;   /* ... as this entry (its path points to @path) */
+	git_oid id;            /* the blob staged */
+};
+struct gitstage_change {
+	struct change_ent *ents;
+	size_t n;
+	bool pre_missing;      /* there was no .git/index before */
+	git_oid pre_sum;       /* the checksum of the index the staging was applied to */
+	git_oid post_sum;      /* ... and of the index it wrote */
+};
+
+void gitstage_change_free(struct gitstage_change *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++)
+		free(c->ents[i].path);
+	free(c->ents);
+	free(c);
+}
+
 static pthread_once_t git_once = PTHREAD_ONCE_INIT;
 static int git_init_r;
 
@@ -429,10 +454,61 @@ static int make_entry(struct gitstage *g, const struct gitstage_entry *e, const 
 	return 0;
 }
 
+/* The blob of @e into the object database. An object that is there already needs no write:
+ * libgit2 would still make a temporary file first, which fails where the object database
+ * is read-only (a shared or packed repository). */
+static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oid *ret_id)
+{
+	const char *buf = e->len ? e->buf : "";
+	git_odb *odb = NULL;
+	int r = git_blob_create_from_buffer(ret_id, g->repo, buf, e->len);
+
+	if (r >= 0)
+		return r;
+	if (git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
+	    git_repository_odb(&odb, g->repo) == 0 && git_odb_exists(odb, ret_id)) {
+		git_odb_free(odb);
+		git_error_clear();
+		return 0;
+	}
+	git_odb_free(odb);
+	return r; /* libgit2's error is still the last one */
+}
+
+/* Records in @c (n entries allocated) how the index held @e's paths before the staging. */
+static int change_record(struct gitstage *g, const struct gitstage_entry *e, const git_oid *ids,
+			 size_t n, struct gitstage_change *c)
+{
+	struct stat st;
+
+	c->pre_missing = stat(g->index_path, &st) < 0 && errno == ENOENT;
+	memset(&c->pre_sum, 0, sizeof(c->pre_sum));
+	if (!c->pre_missing)
+		c->pre_sum = *git_index_checksum(g->index);
+	for (size_t i = 0; i < n; i++) {
+		struct change_ent *ce = &c->ents[i];
+		const git_index_entry *cur = git_index_get_bypath(g->index, e[i].path, 0);
+
+		free(ce->path);
+		ce->path = strdup(e[i].path);
+		if (!ce->path)
+			return -ENOMEM;
+		ce->had_old = cur != NULL;
+		if (cur) {
+			ce->old = *cur;
+			ce->old.path = ce->path;
+		}
+		ce->id = ids[i];
+	}
+	c->n = n;
+	return 0;
+}
+
 static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-			int lock_wait_ms, struct ws_err *err)
+			int lock_wait_ms, struct gitstage_change **ret_change, struct ws_err *err)
 {
 	WS_AUTOFREE git_oid *ids = NULL;
+	struct gitstage_change *c = NULL;
 	int64_t start = now_ms();
 	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
 	size_t i;
@@ -443,6 +519,15 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 	ids = calloc(n, sizeof(*ids));
 	if (!ids)
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	if (ret_change) {
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->ents = calloc(n, sizeof(*c->ents));
+		if (!c || !c->ents) {
+			gitstage_change_free(c);
+			return ws_fail(err, -ENOMEM, 0, "out of memory");
+		}
+	}
 	/* Blobs first: they go to the object database, which needs no lock. */
 	for (i = 0; i < n; i++) {
 		r = check_path(e[i].path, err);
@@ -452,10 +537,11 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 			memcpy(ids[i].id, e[i].id, GITSTAGE_ID_LEN);
 			continue;
 		}
-		r = git_blob_create_from_buffer(&ids[i], g->repo, e[i].len ? e[i].buf : "",
-						e[i].len);
-		if (r < 0)
+		r = blob_write(g, &e[i], &ids[i]);
+		if (r < 0) {
+			gitstage_change_free(c);
 			return git_fail(r, err);
+		}
 	}
 
 	for (;;) {
@@ -466,8 +552,14 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 		/* Re-read (when changed on disk) right before changing it, so other git
 		 * commands' work is kept. */
 		r = index_reload(g);
-		if (r < 0)
+		if (r < 0) {
+			gitstage_change_free(c);
 			return git_fail(r, err);
+		}
+		if (c && change_record(g, e, ids, n, c) < 0) {
+			gitstage_change_free(c);
+			return ws_fail(err, -ENOMEM, 0, "out of memory");
+		}
 		for (i = 0; i < n; i++) {
 			git_index_entry ie;
 
@@ -485,6 +577,10 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 			for (i = 0; i < n; i++)
 				if (g->memo_path && strcmp(e[i].path, g->memo_path) == 0)
 					memo_set(g, e[i].path, &ids[i], e[i].buf, e[i].len);
+			if (c) {
+				c->post_sum = *git_index_checksum(g->index);
+				*ret_change = c;
+			}
 			return 0;
 		}
 		if (r != GIT_ELOCKED) {
@@ -492,15 +588,19 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 			goto undo;
 		}
 	locked:
-		if (!lock_wait(deadline))
+		if (!lock_wait(deadline)) {
+			gitstage_change_free(c);
 			return busy_fail(g, (int)(now_ms() - start), err);
+		}
 	}
 
 undo:
 	/* Drop the half-applied entries from memory; the file on disk was not written. */
 	(void)git_index_read(g->index, 1);
+	gitstage_change_free(c);
 	return r;
 }
+
 
 static int write_blobs_locked(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			      struct ws_err *err)
@@ -514,7 +614,7 @@ static int write_blobs_locked(struct gitstage *g, struct gitstage_entry *e, size
 		r = check_path(e[i].path, err);
 		if (r < 0)
 			return r;
-		r = git_blob_create_from_buffer(&id, g->repo, e[i].len ? e[i].buf : "", e[i].len);
+		r = blob_write(g, &e[i], &id);
 		if (r < 0)
 			return git_fail(r, err);
 		memcpy(e[i].id, id.id, GITSTAGE_ID_LEN);
@@ -538,21 +638,20 @@ static int snapshot_index_locked(struct gitstage *g, char **ret_buf, size_t *ret
 }
 
 
-static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
-				int lock_wait_ms, struct ws_err *err)
+/* Takes git's index lock (whoever creates index.lock exclusively owns the index), waiting
+ * up to @lock_wait_ms for another holder. */
+static int lock_take(struct gitstage *g, int lock_wait_ms, int *ret_fd, struct ws_err *err)
 {
 	int64_t start = now_ms();
 	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
-	WS_AUTOCLOSE int fd = -1;
-	WS_AUTOCLOSE int dfd = -1;
-	const char *what;
-	int r;
+	int fd, r;
 
-	/* git's own protocol: whoever creates index.lock exclusively owns the index. */
 	for (;;) {
 		fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd >= 0)
-			break;
+		if (fd >= 0) {
+			*ret_fd = fd;
+			return 0;
+		}
 		if (errno != EEXIST) {
 			r = -errno;
 			return ws_fail_at(err, r, WS_E_GIT_ERROR, g->lock_path, 0, 0,
@@ -561,6 +660,16 @@ static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
 		if (!lock_wait(deadline))
 			return busy_fail(g, (int)(now_ms() - start), err);
 	}
+}
+
+/* With the lock taken (@fd), makes .git/index exactly @buf (NULL: no index); the lock is
+ * gone afterwards either way. */
+static int restore_held(struct gitstage *g, int fd, const char *buf, size_t len,
+			struct ws_err *err)
+{
+	WS_AUTOCLOSE int dfd = -1;
+	const char *what;
+	int r;
 
 	if (buf) {
 		what = "write";
@@ -584,6 +693,8 @@ static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
 			goto fail;
 		}
 	} else {
+		(void)close(fd);
+		fd = -1;
 		what = "remove";
 		if (unlink(g->index_path) < 0 && errno != ENOENT) {
 			r = -errno;
@@ -601,9 +712,111 @@ static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
 	return 0;
 
 fail:
+	if (fd >= 0)
+		(void)close(fd);
 	(void)unlink(g->lock_path);
 	return ws_fail_at(err, r, WS_E_GIT_ERROR, g->index_path, 0, 0, "cannot %s '%s': %s",
 			  what, g->index_path, strerror(-r));
+}
+
+static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
+				int lock_wait_ms, struct ws_err *err)
+{
+	int fd = -1;
+	int r = lock_take(g, lock_wait_ms, &fd, err);
+
+	if (r < 0)
+		return r;
+	return restore_held(g, fd, buf, len, err);
+}
+
+/* Whether .git/index ends in the checksum @sum (it is the index written with it). */
+static bool index_has_sum(struct gitstage *g, const git_oid *sum)
+{
+	unsigned char tail[GITSTAGE_ID_LEN];
+	WS_AUTOCLOSE int fd = open(g->index_path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(tail))
+		return false;
+	if (pread(fd, tail, sizeof(tail), st.st_size - (off_t)sizeof(tail)) != (ssize_t)sizeof(tail))
+		return false;
+	return memcmp(tail, sum->id, sizeof(tail)) == 0;
+}
+
+/* Puts each path of @c back as it was, where the index still holds the blob staged for it
+ * (another git's later change to that path stays), keeping every other entry. */
+static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int lock_wait_ms,
+			struct ws_err *err)
+{
+	int64_t start = now_ms();
+	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
+	int r;
+
+	for (;;) {
+		struct stat st;
+		bool changed = false;
+
+		if (lstat(g->lock_path, &st) == 0)
+			goto locked;
+		r = git_index_read(g->index, 1);
+		if (r < 0)
+			return git_fail(r, err);
+		for (size_t i = 0; i < c->n; i++) {
+			const struct change_ent *ce = &c->ents[i];
+			const git_index_entry *cur = git_index_get_bypath(g->index, ce->path, 0);
+
+			if (!cur || !git_oid_equal(&cur->id, &ce->id))
+				continue;
+			r = ce->had_old ? git_index_add(g->index, &ce->old)
+					: git_index_remove(g->index, ce->path, 0);
+			if (r < 0) {
+				r = git_fail(r, err);
+				(void)git_index_read(g->index, 1);
+				return r;
+			}
+			changed = true;
+		}
+		if (!changed)
+			return 0;
+		r = git_index_write(g->index);
+		if (r == 0)
+			return 0;
+		if (r != GIT_ELOCKED) {
+			r = git_fail(r, err);
+			(void)git_index_read(g->index, 1);
+			return r;
+		}
+	locked:
+		if (!lock_wait(deadline))
+			return busy_fail(g, (int)(now_ms() - start), err);
+	}
+}
+
+static int undo_locked(struct gitstage *g, const struct gitstage_change *c, const char *snap,
+		       size_t snap_len, int lock_wait_ms, struct ws_err *err)
+{
+	bool snap_is_pre;
+	int fd = -1;
+	int r;
+
+	if (!c)
+		return 0;
+	snap_is_pre = c->pre_missing ? snap == NULL
+				     : snap && snap_len >= GITSTAGE_ID_LEN &&
+					       memcmp(snap + snap_len - GITSTAGE_ID_LEN,
+						      c->pre_sum.id, GITSTAGE_ID_LEN) == 0;
+	r = lock_take(g, lock_wait_ms, &fd, err);
+	if (r < 0)
+		return r;
+	/* Under the lock nobody changes the index. Still exactly what the staging wrote, over
+	 * exactly the snapshot: the snapshot goes back, byte for byte. */
+	if (snap_is_pre && index_has_sum(g, &c->post_sum))
+		return restore_held(g, fd, snap, snap_len, err);
+	(void)close(fd);
+	(void)unlink(g->lock_path);
+	/* Another git wrote the index since (or before, over the snapshot): keep its work */
+	return undo_entries(g, c, lock_wait_ms, err);
 }
 
 int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
@@ -623,7 +836,7 @@ int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 	int r;
 
 	(void)pthread_mutex_lock(&g->lock);
-	r = stage_locked(g, e, n, lock_wait_ms, err);
+	r = stage_locked(g, e, n, lock_wait_ms, NULL, err);
 	(void)pthread_mutex_unlock(&g->lock);
 	return r;
 }
@@ -657,6 +870,30 @@ int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int 
 
 	(void)pthread_mutex_lock(&g->lock);
 	r = restore_index_locked(g, buf, len, lock_wait_ms, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_stage_undoable(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+			    int lock_wait_ms, struct gitstage_change **ret_change,
+			    struct ws_err *err)
+{
+	int r;
+
+	*ret_change = NULL;
+	(void)pthread_mutex_lock(&g->lock);
+	r = stage_locked(g, e, n, lock_wait_ms, ret_change, err);
+	(void)pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+int gitstage_undo(struct gitstage *g, const struct gitstage_change *c, const char *snap,
+		  size_t snap_len, int lock_wait_ms, struct ws_err *err)
+{
+	int r;
+
+	(void)pthread_mutex_lock(&g->lock);
+	r = undo_locked(g, c, snap, snap_len, lock_wait_ms, err);
 	(void)pthread_mutex_unlock(&g->lock);
 	return r;
 }

@@ -49,8 +49,24 @@ int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 		   int lock_wait_ms, struct ws_err *err);
 
+/* gitstage_stage() that also records what it changed (free with gitstage_change_free()),
+ * so that gitstage_undo() can take back exactly that. *ret_change is NULL on failure. */
+struct gitstage_change;
+int gitstage_stage_undoable(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+			    int lock_wait_ms, struct gitstage_change **ret_change,
+			    struct ws_err *err);
+/* Takes back staging @c (NULL: nothing). When .git/index is still exactly the index that
+ * staging wrote, and @snap (gitstage_snapshot_index(); NULL: there was none) is exactly the
+ * index it was applied to, @snap goes back byte for byte. Otherwise another git changed the
+ * index in between, and only @c's paths are put back as they were, each only while it still
+ * holds the blob staged: the other git's work stays. Waits for index.lock like
+ * gitstage_stage(). */
+int gitstage_undo(struct gitstage *g, const struct gitstage_change *c, const char *snap,
+		  size_t snap_len, int lock_wait_ms, struct ws_err *err);
+void gitstage_change_free(struct gitstage_change *c);
+
 /* Raw bytes of .git/index (-ENOENT when the repository has no index yet), for
- * gitstage_restore_index(). */
+ * gitstage_restore_index() and gitstage_undo(). */
 int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 			    struct ws_err *err);
 /* Puts back an index snapshot byte for byte, under index.lock (git's own protocol: create

@@ -120,6 +120,7 @@ struct write_op {
 	size_t n_hold;
 	char *idx_snap;
 	size_t idx_snap_len;
+	struct gitstage_change *stage_change; /* what the staging changed, for the undo */
 	bool idx_existed;
 	bool idx_fetched;            /* idx_snap and x0 were read (index_fetch) */
 	char *x0;                    /* the machine file as staged before the write */
@@ -201,6 +202,7 @@ static void op_free(struct write_op *op)
 	free(op->ws_path);
 	free(op->ws_rel);
 	free(op->idx_snap);
+	gitstage_change_free(op->stage_change);
 	free(op->x0);
 	free(op->stage_note);
 	free(op->diff);
@@ -701,22 +703,28 @@ static void undo_writes(struct write_op *op)
 
 	fsutil_tmp_drop(&op->main_tmp);
 	if (op->wrote_index) {
-		if (gitstage_restore_index(op->git, op->idx_existed ? op->idx_snap : NULL,
-					   op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0)
+		if (gitstage_undo(op->git, op->stage_change, op->idx_existed ? op->idx_snap : NULL,
+				  op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0)
 			log_error("cannot restore the git index: %s", err.message);
 		ws_err_clear(&err);
 		op->wrote_index = false;
 	}
 	if (op->wrote_main) {
-		if (fsutil_read(op->machine_file, MACHINE_MAX_BYTES, &now, &len) == 0 &&
-		    len == op->main_new_len && memcmp(now, op->main_new, len) == 0) {
-			if (fsutil_replace(op->machine_file, op->main_old, op->main_old_len, 0,
-					   &err) < 0)
-				log_error("cannot restore '%s': %s", op->machine_rel, err.message);
-		} else {
+		/* put back only over our own bytes: swapped in one step and checked (as the
+		 * write itself), so a hand edit made meanwhile is never lost */
+		struct fsutil_tmp t = {.fd = -1};
+		int r = fsutil_tmp_fill(op->machine_file, op->main_old, op->main_old_len, 0, &t,
+					&err);
+
+		if (r == 0)
+			r = fsutil_tmp_commit_if(op->machine_file, &t, op->main_new,
+						 op->main_new_len, 0, NULL, &err);
+		if (r == -EAGAIN)
 			log_warning("'%s' changed after the daemon wrote it; leaving it as it is",
 				    op->machine_rel);
-		}
+		else if (r < 0)
+			log_error("cannot restore '%s': %s", op->machine_rel, err.message);
+		fsutil_tmp_drop(&t);
 		ws_err_clear(&err);
 		op->wrote_main = false;
 	}
@@ -1000,6 +1008,32 @@ static void close_held(struct write_op *op)
 	op->n_hold = 0;
 }
 
+/* Puts the filled main_tmp in place of the machine file while it still holds main_old
+ * (CONFLICT otherwise, the file untouched). The replaced file is held open (hold_old()). */
+static int replace_main(struct write_op *op)
+{
+	int old_fd = -1;
+	int r = fsutil_tmp_commit_if(op->machine_file, &op->main_tmp, op->main_old,
+				     op->main_old_len, FSUTIL_NO_DIR_SYNC, &old_fd, &op->err);
+
+	if (r == -EAGAIN) {
+		ws_err_clear(&op->err);
+		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+			"%s changed while the daemon was working; nothing was written",
+			op->machine_rel);
+		ws_err_set_str(&op->err, "file", op->machine_rel);
+		return r;
+	}
+	if (r < 0)
+		return r;
+	op->wrote_main = true;
+	if (old_fd >= 0 && op->n_hold < WS_ARRAY_SIZE(op->hold))
+		op->hold[op->n_hold++] = old_fd;
+	else if (old_fd >= 0)
+		(void)close(old_fd);
+	return 0;
+}
+
 /* Writes main_new over main_old (compare-and-swap) and stages it with @extra. */
 static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitstage_entry *extra,
 			   size_t n_extra)
@@ -1039,16 +1073,12 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 			side_start(&blobs, blobs_step, op, ents, n);
 			break;
 		}
-	hold_old(op, op->machine_file);
-	if (op->spec_valid)
-		/* written and synced while the edit was checked: only the rename is left */
-		r = fsutil_tmp_commit(op->machine_file, &op->main_tmp, FSUTIL_NO_DIR_SYNC,
-				      &op->err);
-	else
-		r = fsutil_replace_tmp(op->machine_file, op->main_new, op->main_new_len,
-				       FSUTIL_NO_DIR_SYNC, &op->main_tmp, &op->err);
+	/* unless written and synced while the edit was checked */
+	r = op->spec_valid ? 0
+			   : fsutil_tmp_fill(op->machine_file, op->main_new, op->main_new_len, 0,
+					     &op->main_tmp, &op->err);
 	if (r == 0)
-		op->wrote_main = true;
+		r = replace_main(op);
 	r = side_join(&blobs, r, &op->err);
 	if (r < 0)
 		return r;
@@ -1057,7 +1087,8 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	side_start(&dsync, dirsync_step, op, NULL, 0);
 	if (n > 0) {
 		hold_old(op, gitstage_index_path(op->git));
-		r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->err);
+		r = gitstage_stage_undoable(op->git, ents, n, LOCK_WAIT_MS, &op->stage_change,
+					    &op->err);
 		if (r == 0)
 			op->wrote_index = true;
 	}

@@ -644,6 +644,33 @@ class Races(Base):
         self.assertParses(repo)
         self.alive(d)
 
+    def test_staging_during_failing_build_survives(self):
+        """`git add` of another file while a create's build runs: when the build fails, the
+        undo takes back only the daemon's two index entries, never the user's staging; with
+        nobody else in between, the index comes back byte for byte (other tests)."""
+        repo, d = self.start(MACHINE, verify="build", build_command="sleep 1; exit 1")
+        index = os.path.join(repo.path, ".git", "index")
+        before = git(repo.path, "ls-files", "-s", repo.machine_rel)
+        repo.write("notes.txt", "the user's own file\n")
+        result = []
+        t = threading.Thread(target=lambda: result.append(d.create("undo", "vm")))
+        t.start()
+        end = time.time() + 5
+        while time.time() < end and b"workspaces/undo.nix" not in open(index, "rb").read():
+            time.sleep(0.02)
+        git(repo.path, "add", "notes.txt")
+        t.join(20)
+        self.assertEqual(result[0]["error"]["data"]["kind"], "VERIFY_FAILED")
+        self.assertEqual(git(repo.path, "ls-files", "-s", "notes.txt").split()[-1], "notes.txt",
+                         "the user's staging was thrown away")
+        self.assertEqual(git(repo.path, "ls-files", "-s", repo.machine_rel), before)
+        self.assertEqual(git(repo.path, "ls-files", "machines/%s/workspaces/undo.nix" % repo.host),
+                         "")
+        self.assertEqual(git(repo.path, "diff", "--cached", "--name-only"), "notes.txt\n")
+        self.assertNotIn(b"undo", repo.read(repo.machine_rel))
+        self.assertParses(repo)
+        self.alive(d)
+
     def test_sigterm_during_slow_build(self):
         """SIGTERM while a create waits for a slow build: the daemon exits promptly, removes
         its socket, and leaves the repository consistent (entry and file both there and

@@ -258,6 +258,60 @@ static void test_fill_then_commit(void **unused)
 	rm_rf(dir);
 }
 
+/* Commit only over the expected bytes: the check is made on the very file swapped out, so
+ * a file changed after any earlier check is put back untouched (-EAGAIN). */
+static void test_commit_if_unchanged(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct fsutil_tmp t = {.fd = -1};
+	struct ws_err err = { 0 };
+	struct stat st;
+	char buf[16];
+	int hidden, old_fd = -1;
+
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	/* unchanged: replaced; the replaced file comes back open, its name gone */
+	assert_int_equal(fsutil_tmp_fill(p, "new\n", 4, 0, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "old\n", 4, 0, &old_fd, &err), 0);
+	assert_null(t.path);
+	assert_file(p, "new\n");
+	assert_true(old_fd >= 0);
+	assert_int_equal(pread(old_fd, buf, sizeof(buf), 0), 4);
+	assert_memory_equal(buf, "old\n", 4);
+	assert_int_equal(fstat(old_fd, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	close(old_fd);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* changed in place since: the changed file stays, ours goes */
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, 0, &t, &err), 0);
+	h_write(p, "hand edit\n", 10);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "new\n", 4, 0, NULL, &err), -EAGAIN);
+	ws_err_clear(&err);
+	assert_null(t.path);
+	assert_file(p, "hand edit\n");
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* replaced by another file with other bytes: the same */
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, 0, &t, &err), 0);
+	assert_int_equal(h_sh("printf 'theirs\\n' > '%s/x' && mv '%s/x' '%s'", dir, dir, p), 0);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "hand edit\n", 10, 0, NULL, &err), -EAGAIN);
+	ws_err_clear(&err);
+	assert_file(p, "theirs\n");
+
+	/* gone: nothing is put there */
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, 0, &t, &err), 0);
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "theirs\n", 7, 0, NULL, &err), -EAGAIN);
+	ws_err_clear(&err);
+	assert_int_equal(count_entries(dir, &hidden), 0);
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_failures_leave_no_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -477,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_failures_leave_no_temporary),
 		cmocka_unit_test(test_premade_temporary),
 		cmocka_unit_test(test_fill_then_commit),
+		cmocka_unit_test(test_commit_if_unchanged),
 		cmocka_unit_test(test_write_failure_removes_temporary),
 		cmocka_unit_test(test_unwritable_directory),
 		cmocka_unit_test(test_read_caps),

@@ -328,6 +328,118 @@ static void test_read_index_follows_other_git(void **unused)
 	rm_repo(dir);
 }
 
+/* The undo of a staging: byte for byte while nobody else touched the index; otherwise only
+ * the staged paths go back (each while it still holds our blob), other work stays. */
+static int stage_undoable(struct gitstage *g, const char *path, const char *text,
+			  struct gitstage_change **c, struct ws_err *err)
+{
+	struct gitstage_entry e = { .path = path, .buf = text, .len = strlen(text) };
+
+	return gitstage_stage_undoable(g, &e, 1, 500, c, err);
+}
+
+static void test_undo_keeps_other_staging(void **unused)
+{
+	char *dir = make_repo();
+	char *index = fsutil_join(dir, ".git/index");
+	struct gitstage *g = open_ok(dir);
+	struct gitstage_change *c = NULL;
+	struct ws_err err = { 0 };
+	char *snap = NULL, *now;
+	size_t slen = 0, nlen;
+
+	/* nobody in between: the index comes back byte for byte */
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	assert_int_equal(stage_undoable(g, "new.nix", "new\n", &c, &err), 0);
+	assert_non_null(c);
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 500, &err), 0);
+	now = h_read(index, &nlen);
+	assert_int_equal(nlen, slen);
+	assert_memory_equal(now, snap, slen);
+	free(now);
+	gitstage_change_free(c);
+
+	/* another git stages a file after us: only our entries go back */
+	put(dir, "notes.txt", "notes\n");
+	assert_int_equal(stage_undoable(g, "c.nix", "line1\nours\n", &c, &err), 0);
+	assert_int_equal(h_sh("cd '%s' && " GIT " add notes.txt", dir), 0);
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 500, &err), 0);
+	assert_git(dir, "diff --cached --name-only", "notes.txt\n");
+	assert_git(dir, "show :c.nix", "line1\nline2\nline3\n");
+	gitstage_change_free(c);
+
+	/* a new path we staged goes; a path another git staged again after us keeps theirs */
+	assert_int_equal(h_sh("cd '%s' && " GIT " reset -q notes.txt", dir), 0);
+	free(snap);
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	{
+		struct gitstage_entry e[2] = {
+			{ .path = "w/new.nix", .buf = "w\n", .len = 2 },
+			{ .path = "b.txt", .buf = "ours\n", .len = 5 },
+		};
+
+		assert_int_equal(gitstage_stage_undoable(g, e, 2, 500, &c, &err), 0);
+	}
+	put(dir, "b.txt", "theirs\n");
+	assert_int_equal(h_sh("cd '%s' && " GIT " add b.txt", dir), 0);
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 500, &err), 0);
+	assert_git(dir, "ls-files w", "");
+	assert_git(dir, "show :b.txt", "theirs\n");
+	assert_git(dir, "diff --cached --name-only", "b.txt\n");
+	gitstage_change_free(c);
+
+	/* staged over an index changed since the snapshot: that change stays too */
+	assert_int_equal(h_sh("cd '%s' && " GIT " reset -q b.txt", dir), 0);
+	free(snap);
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	assert_int_equal(h_sh("cd '%s' && " GIT " add notes.txt", dir), 0);
+	assert_int_equal(stage_undoable(g, "a.txt", "alpha 3\n", &c, &err), 0);
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 500, &err), 0);
+	assert_git(dir, "diff --cached --name-only", "notes.txt\n");
+	gitstage_change_free(c);
+	assert_int_equal(gitstage_undo(g, NULL, snap, slen, 500, &err), 0);
+
+	free(snap);
+	free(index);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+/* An object already in the database (here packed) needs no write, so staging it works
+ * where the object directory cannot be written; a new object still fails clearly. */
+static void test_existing_blob_needs_no_write(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g;
+	struct ws_err err = { 0 };
+	bool root = geteuid() == 0;
+	int r;
+
+	assert_int_equal(h_sh("cd '%s' && " GIT " repack -qad && " GIT " prune-packed", dir), 0);
+	if (root)
+		r = h_sh("chattr +i '%s/.git/objects' 2>/dev/null", dir);
+	else
+		r = h_sh("chmod 0555 '%s/.git/objects'", dir);
+	if (r != 0) {
+		rm_repo(dir);
+		skip(); /* no way to make the directory read-only here */
+	}
+	g = open_ok(dir);
+	put(dir, "copy.nix", "line1\nline2\nline3\n");
+	r = stage1(g, "copy.nix", "line1\nline2\nline3\n", 500, &err);
+	if (r < 0)
+		fail_msg("staging a packed blob: %s", err.message);
+	assert_git(dir, "ls-files -s copy.nix | cut -c1-47",
+		   "100644 83db48f84ec878fbfb30b46d16630e944e34f205\n");
+	assert_true(stage1(g, "new.nix", "not in the database\n", 500, &err) < 0);
+	assert_int_equal(err.code, WS_E_GIT_ERROR);
+	ws_err_clear(&err);
+	gitstage_free(g);
+	assert_int_equal(h_sh(root ? "chattr -i '%s/.git/objects'" : "chmod 0755 '%s/.git/objects'",
+			      dir), 0);
+	rm_repo(dir);
+}
+
 static void test_lock_held_is_busy(void **unused)
 {
 	char *dir = make_repo();
@@ -559,6 +671,8 @@ int main(void)
 		cmocka_unit_test(test_lock_released_while_waiting),
 		cmocka_unit_test(test_snapshot_restore),
 		cmocka_unit_test(test_restore_absent_index),
+		cmocka_unit_test(test_undo_keeps_other_staging),
+		cmocka_unit_test(test_existing_blob_needs_no_write),
 		cmocka_unit_test(test_many_entries_one_write),
 	};
 	int r;
