@@ -108,9 +108,9 @@ struct write_op {
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
 	/* The edit's first result is written to main_tmp (fsync'd, not renamed) and its blob
-	 * made on spec_job while the editor checks it; used when the check passes that very
+	 * made (spec_fill, spec_blob) while the editor checks it; used when the check passes that very
 	 * buffer, dropped otherwise. */
-	struct side_job spec_job;
+	struct side_job spec_fill, spec_blob;
 	const char *spec_buf;        /* the candidate written ahead; NULL: none */
 	size_t spec_len;
 	bool spec_wanted;            /* a real create that will write: worth writing ahead */
@@ -828,10 +828,10 @@ static void *side_main(void *userdata)
 	return NULL;
 }
 
-/* Side jobs run on a few threads kept for them (one write runs at most three at once): a
+/* Side jobs run on a few threads kept for them (one write runs at most four at once): a
  * thread made per job costs its creation and, on a busy machine, is often left waiting for
  * a CPU much longer than a sleeping thread that is woken. */
-#define SIDE_THREADS 3
+#define SIDE_THREADS 4
 struct side_thread {
 	sem_t go;                    /* posted with job set */
 	struct side_job *job;
@@ -1101,19 +1101,21 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 
 /* ---- workspace.create ------------------------------------------------------------------ */
 
-/* The speculative write of the edit's result (see spec_job in struct write_op). */
-static int spec_step(struct side_job *j)
+/* The speculative write of the edit's result (see spec_fill in struct write_op): the file
+ * on one thread, its blob on another. */
+static int spec_fill_step(struct side_job *j)
 {
 	struct write_op *op = j->op;
-	int r = fsutil_tmp_fill(op->machine_file, op->spec_buf, op->spec_len, 0, &op->main_tmp,
-				&j->err);
 
-	if (r == 0) {
-		op->spec_ent = (struct gitstage_entry){.path = op->machine_rel,
-						       .buf = op->spec_buf, .len = op->spec_len};
-		r = gitstage_write_blobs(op->git, &op->spec_ent, 1, &j->err);
-	}
-	return r;
+	return fsutil_tmp_fill(op->machine_file, op->spec_buf, op->spec_len, 0, &op->main_tmp,
+			       &j->err);
+}
+
+static int spec_blob_step(struct side_job *j)
+{
+	struct write_op *op = j->op;
+
+	return gitstage_write_blobs(op->git, &op->spec_ent, 1, &j->err);
 }
 
 static void spec_candidate(void *userdata, const char *buf, size_t len)
@@ -1125,7 +1127,9 @@ static void spec_candidate(void *userdata, const char *buf, size_t len)
 	op->spec_buf = buf;
 	op->spec_len = len;
 	op->spec_running = true;
-	side_start(&op->spec_job, spec_step, op, NULL, 0);
+	op->spec_ent = (struct gitstage_entry){.path = op->machine_rel, .buf = buf, .len = len};
+	side_start(&op->spec_fill, spec_fill_step, op, NULL, 0);
+	side_start(&op->spec_blob, spec_blob_step, op, NULL, 0);
 }
 
 /* Waits for the speculative write; it is valid when it succeeded and @accepted. Its errors
@@ -1135,8 +1139,9 @@ static void spec_finish(struct write_op *op, bool accepted)
 	if (!op->spec_running)
 		return;
 	op->spec_running = false;
-	(void)side_join(&op->spec_job, -1, &op->spec_job.err);
-	op->spec_valid = accepted && op->spec_job.r == 0;
+	(void)side_join(&op->spec_fill, -1, &op->spec_fill.err);
+	(void)side_join(&op->spec_blob, -1, &op->spec_blob.err);
+	op->spec_valid = accepted && op->spec_fill.r == 0 && op->spec_blob.r == 0;
 	if (!op->spec_valid)
 		fsutil_tmp_drop(&op->main_tmp);
 }
