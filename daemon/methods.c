@@ -1052,9 +1052,13 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	r = index_version(op, edit, &xbuf, &xlen);
 	if (r < 0)
 		return r;
-	r = check_unchanged(op, op->main_old, op->main_old_len);
-	if (r < 0)
-		return r;
+	/* before writing the file, a cheap early CONFLICT; once written (ahead, while the edit
+	 * was checked) the exchange makes the one check that counts (replace_main()) */
+	if (!op->spec_valid) {
+		r = check_unchanged(op, op->main_old, op->main_old_len);
+		if (r < 0)
+			return r;
+	}
 	for (size_t i = 0; i < n_extra; i++)
 		ents[n++] = extra[i];
 	if (op->staged_main) {
