@@ -295,9 +295,11 @@ fail:
 	return ws_fail(err, r, 0, "cannot %s '%s': %s", what, path, strerror(-r));
 }
 
-int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct ws_err *err)
+/* What both commits begin with: a filled temporary, and @path's directory (*ret_dir). The
+ * temporary is dropped when either is missing. */
+static int commit_begin(const char *path, struct fsutil_tmp *t, char **ret_dir,
+			struct ws_err *err)
 {
-	WS_AUTOFREE char *dir = NULL;
 	WS_AUTOFREE char *base = NULL;
 	int r;
 
@@ -305,11 +307,36 @@ int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct 
 		fsutil_tmp_drop(t);
 		return ws_fail(err, -EINVAL, 0, "cannot write '%s': no filled temporary", path);
 	}
-	r = split_path(path, &dir, &base);
+	r = split_path(path, ret_dir, &base);
 	if (r < 0) {
 		fsutil_tmp_drop(t);
 		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
 	}
+	return 0;
+}
+
+/* ... and end with: the directory fsync'd, unless the caller does that. The rename is
+ * done by then; a failed directory sync only weakens durability. */
+static int commit_end(const char *dir, int flags, struct ws_err *err)
+{
+	int r;
+
+	if (flags & FSUTIL_NO_DIR_SYNC)
+		return 0;
+	r = fsync_dir(dir);
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
+	return 0;
+}
+
+int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	int r;
+
+	r = commit_begin(path, t, &dir, err);
+	if (r < 0)
+		return r;
 	if (flags & FSUTIL_NEW)
 		r = rename_noreplace(t->path, path);
 	else
@@ -324,13 +351,7 @@ int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct 
 	free(t->path);
 	t->path = NULL;
 
-	if (flags & FSUTIL_NO_DIR_SYNC)
-		return 0;
-	/* The rename is done; a failed directory sync only weakens durability. */
-	r = fsync_dir(dir);
-	if (r < 0)
-		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
-	return 0;
+	return commit_end(dir, flags, err);
 }
 
 /* Whether the file open as @fd holds exactly @want (@want_len bytes). */
@@ -351,21 +372,14 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err)
 {
 	WS_AUTOFREE char *dir = NULL;
-	WS_AUTOFREE char *base = NULL;
 	WS_AUTOCLOSE int fd = -1;
 	int r;
 
 	if (ret_old_fd)
 		*ret_old_fd = -1;
-	if (!t->path || t->fd >= 0) {
-		fsutil_tmp_drop(t);
-		return ws_fail(err, -EINVAL, 0, "cannot write '%s': no filled temporary", path);
-	}
-	r = split_path(path, &dir, &base);
-	if (r < 0) {
-		fsutil_tmp_drop(t);
-		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
-	}
+	r = commit_begin(path, t, &dir, err);
+	if (r < 0)
+		return r;
 	/* Swapped in one step, the file that was in place is then at the temporary's name,
 	 * where it is checked: a change that came after any earlier check is seen here. */
 	if (renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0) {
@@ -412,12 +426,7 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 		*ret_old_fd = fd;
 		fd = -1;
 	}
-	if (flags & FSUTIL_NO_DIR_SYNC)
-		return 0;
-	r = fsync_dir(dir);
-	if (r < 0)
-		return ws_fail(err, r, 0, "cannot sync directory '%s': %s", dir, strerror(-r));
-	return 0;
+	return commit_end(dir, flags, err);
 }
 
 int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
