@@ -154,10 +154,18 @@ int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
 int fsutil_read(const char *path, size_t max, char **ret_buf, size_t *ret_len)
 {
 	WS_AUTOCLOSE int fd = -1;
+	struct stat st;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* non-blocking: a FIFO put where a file was expected must not hang the caller */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
 	return fsutil_read_fd(fd, max, ret_buf, ret_len);
 }
 

@@ -14,8 +14,10 @@ struct ws_err;
 #define FSUTIL_PRIVATE 0x2 /* mode 0600 whatever the old file's mode (the state file) */
 #define FSUTIL_NO_DIR_SYNC 0x4 /* the caller fsyncs the directory (fsutil_sync_parent) */
 
-/* Reads at most @max bytes of @path; -EFBIG if it is larger. The buffer is NUL-terminated
- * (not counted in *ret_len). Returns 0 or a negative errno (-ENOENT, ...). */
+/* Reads at most @max bytes of the regular file @path; -EFBIG if it is larger, -EISDIR for a
+ * directory, -EINVAL for anything else that is not a regular file (a FIFO is never waited
+ * on). The buffer is NUL-terminated (not counted in *ret_len). Returns 0 or a negative
+ * errno (-ENOENT, ...). */
 int fsutil_read(const char *path, size_t max, char **ret_buf, size_t *ret_len);
 /* Like fsutil_read() on an already-open fd (read from its current offset). */
 int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);

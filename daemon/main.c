@@ -48,7 +48,10 @@ static int check_files(char **files)
 		size_t len = 0;
 		int r;
 
-		r = fsutil_read(*f, CHECK_MAX_BYTES, &buf, &len);
+		WS_AUTOCLOSE int fd = open(*f, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+		/* any readable file, a pipe too (--check /dev/stdin) */
+		r = fd < 0 ? -errno : fsutil_read_fd(fd, CHECK_MAX_BYTES, &buf, &len);
 		if (r < 0) {
 			printf("%s: cannot read: %s\n", *f, strerror(-r));
 			bad = 1;

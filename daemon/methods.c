@@ -617,6 +617,13 @@ static int read_fail(struct ws_err *err, int r, const char *rel)
 		ws_err_set_str(err, "file", rel);
 		return r;
 	}
+	if (r == -EINVAL || r == -EISDIR) {
+		ws_fail(err, r, WS_E_CONFIG_UNSUPPORTED,
+			"%s is not a regular file; the daemon reads and edits only regular files",
+			rel);
+		ws_err_set_str(err, "file", rel);
+		return r;
+	}
 	return ws_fail(err, r, 0, "cannot read '%s': %s", rel, strerror(-r));
 }
 

@@ -574,6 +574,29 @@ class RepoFiles(Base):
         self.assertSame(before, repo)
 
 
+class NotAFile(Base):
+    def test_fifo_for_default_nix(self):
+        """A FIFO put where default.nix was: nothing waits on it (the daemon kept serving
+        and stopped on SIGTERM); requests that need the file say it is not a regular
+        file; the file back, all is well."""
+        repo, d = self.start(MACHINE)
+        path = os.path.join(repo.path, repo.machine_rel)
+        text = repo.read(repo.machine_rel)
+        os.unlink(path)
+        os.mkfifo(path)
+        time.sleep(0.5)  # the directory watch's recheck
+        self.alive(d)
+        for r in (d.call("workspace.list"), d.create("fifo", "vm")):
+            self.assertIn("error", r)
+            self.assertIn("not a regular file", r["error"]["message"])
+        self.alive(d)
+        os.unlink(path)
+        repo.write(repo.machine_rel, text)
+        git(repo.path, "add", repo.machine_rel)
+        self.assertIn("result", d.create("back", "vm"))
+        d.stop()
+
+
 class HandWrittenEntries(Base):
     def test_path_like_entry_name_not_followed(self):
         """A hand-written entry named `"../escape"`: listed with a NAME_INVALID problem, and
