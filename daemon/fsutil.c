@@ -376,11 +376,14 @@ static bool fd_holds(int fd, const void *want, size_t want_len)
 	return len == want_len && (len == 0 || memcmp(now, want, len) == 0);
 }
 
+void (*fsutil_test_exchanged)(const char *path, const char *tmp);
+
 int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old,
 			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err)
 {
 	WS_AUTOFREE char *dir = NULL;
 	WS_AUTOCLOSE int fd = -1;
+	struct stat ours, st;
 	int r;
 
 	if (ret_old_fd)
@@ -388,6 +391,11 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 	r = commit_begin(path, t, &dir, err);
 	if (r < 0)
 		return r;
+	if (lstat(t->path, &ours) < 0) {
+		r = -errno;
+		fsutil_tmp_drop(t);
+		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
+	}
 	/* Swapped in one step, the file that was in place is then at the temporary's name,
 	 * where it is checked: a change that came after any earlier check is seen here. */
 	if (renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0) {
@@ -411,6 +419,8 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 			return ws_fail(err, -EAGAIN, 0, "'%s' changed (it is gone)", path);
 		return ws_fail(err, r, 0, "cannot rename into '%s': %s", path, strerror(-r));
 	}
+	if (fsutil_test_exchanged)
+		fsutil_test_exchanged(path, t->path);
 	fd = open(t->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 || !fd_holds(fd, old, old_len)) {
 		/* not the file checked before: put it back, and ours goes */
@@ -423,6 +433,19 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 				       "'%s' changed while it was replaced, and the changed file "
 				       "could not be put back (it is at '%s'): %s",
 				       path, at, strerror(-r));
+		}
+		/* ours is at the temporary's name again, unless yet another version was saved
+		 * at @path in between: that one went there, and is kept */
+		if (lstat(t->path, &st) == 0 &&
+		    (st.st_ino != ours.st_ino || st.st_dev != ours.st_dev)) {
+			WS_AUTOFREE char *at = t->path;
+
+			t->path = NULL;
+			ws_fail(err, -EAGAIN, 0,
+				"'%s' changed twice while it was replaced; the later version is "
+				"kept at '%s'", path, at);
+			ws_err_set_str(err, "keptAt", at);
+			return -EAGAIN;
 		}
 		fsutil_tmp_drop(t);
 		return ws_fail(err, -EAGAIN, 0, "'%s' changed", path);

@@ -58,11 +58,16 @@ int fsutil_tmp_commit(const char *path, struct fsutil_tmp *t, int flags, struct 
 /* fsutil_tmp_commit() of a replacement, only while @path holds exactly @old (@old_len
  * bytes): the temporary and the file are exchanged in one step (renameat2
  * RENAME_EXCHANGE), the file swapped out is compared with @old, and on a difference
- * swapped back (-EAGAIN; the file in place is the changed one, untouched). A file system
+ * swapped back (-EAGAIN; the file in place is the changed one, untouched; should yet
+ * another version have been saved at @path in between, it is left at the temporary's name,
+ * which @err's data gives as "keptAt", never removed). A file system
  * that cannot exchange gets the comparison just before a plain rename. On success
  * *ret_old_fd (unless NULL) holds the replaced file open, its name already removed. */
 int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old,
 			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err);
+/* Tests only (NULL otherwise): called by fsutil_tmp_commit_if() right after its exchange,
+ * to change the files in the moment the check guards. */
+extern void (*fsutil_test_exchanged)(const char *path, const char *tmp);
 
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);

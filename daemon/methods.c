@@ -727,8 +727,8 @@ static void undo_writes(struct write_op *op)
 			r = fsutil_tmp_commit_if(op->machine_file, &t, op->main_new,
 						 op->main_new_len, 0, NULL, &err);
 		if (r == -EAGAIN)
-			log_warning("'%s' changed after the daemon wrote it; leaving it as it is",
-				    op->machine_rel);
+			log_warning("'%s' changed after the daemon wrote it; leaving it as it is "
+				    "(%s)", op->machine_rel, err.message);
 		else if (r < 0)
 			log_error("cannot restore '%s': %s", op->machine_rel, err.message);
 		fsutil_tmp_drop(&t);
@@ -1024,11 +1024,24 @@ static int replace_main(struct write_op *op)
 				     op->main_old_len, FSUTIL_NO_DIR_SYNC, &old_fd, &op->err);
 
 	if (r == -EAGAIN) {
+		struct json_object *kept = NULL;
+		WS_AUTOFREE char *at = NULL;
+
+		if (op->err.data && json_object_object_get_ex(op->err.data, "keptAt", &kept))
+			at = strdup(json_object_get_string(kept));
 		ws_err_clear(&op->err);
-		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
-			"%s changed while the daemon was working; nothing was written",
-			op->machine_rel);
+		if (at)
+			ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+				"%s changed twice while the daemon was replacing it; nothing was "
+				"written, and the later of the two versions is kept at '%s' (the "
+				"file holds the earlier one)", op->machine_rel, at);
+		else
+			ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+				"%s changed while the daemon was working; nothing was written",
+				op->machine_rel);
 		ws_err_set_str(&op->err, "file", op->machine_rel);
+		if (at)
+			ws_err_set_str(&op->err, "keptAt", at);
 		return r;
 	}
 	if (r < 0)

@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <json-c/json.h>
+
 #include "fsutil.h"
 #include "ws_proto.h"
 
@@ -312,6 +314,48 @@ static void test_commit_if_unchanged(void **unused)
 	rm_rf(dir);
 }
 
+/* A second version saved at the path between the exchange and the swap back lands at the
+ * temporary's name: it is kept there and named, never removed. */
+static char *exchanged_dir;
+
+static void save_v2(const char *path, const char *tmp)
+{
+	char *v2 = fsutil_join(exchanged_dir, "v2");
+
+	(void)tmp;
+	h_write(v2, "v2\n", 3);
+	assert_int_equal(rename(v2, path), 0);
+	free(v2);
+}
+
+static void test_commit_if_keeps_a_second_version(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct fsutil_tmp t = {.fd = -1};
+	struct ws_err err = { 0 };
+	struct json_object *at = NULL;
+	char *kept;
+
+	assert_int_equal(fsutil_replace(p, "v1\n", 3, 0, &err), 0); /* the first hand edit */
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, 0, &t, &err), 0);
+	exchanged_dir = dir;
+	fsutil_test_exchanged = save_v2;
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "old\n", 4, 0, NULL, &err), -EAGAIN);
+	fsutil_test_exchanged = NULL;
+	assert_file(p, "v1\n");
+	assert_non_null(err.data);
+	assert_true(json_object_object_get_ex(err.data, "keptAt", &at));
+	kept = strdup(json_object_get_string(at));
+	assert_non_null(strstr(err.message, kept));
+	assert_file(kept, "v2\n");
+	assert_null(t.path);
+	ws_err_clear(&err);
+	free(kept);
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_failures_leave_no_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -532,6 +576,7 @@ int main(void)
 		cmocka_unit_test(test_premade_temporary),
 		cmocka_unit_test(test_fill_then_commit),
 		cmocka_unit_test(test_commit_if_unchanged),
+		cmocka_unit_test(test_commit_if_keeps_a_second_version),
 		cmocka_unit_test(test_write_failure_removes_temporary),
 		cmocka_unit_test(test_unwritable_directory),
 		cmocka_unit_test(test_read_caps),
