@@ -475,6 +475,34 @@ static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oi
 	return r; /* libgit2's error is still the last one */
 }
 
+/* libgit2 takes index.lock only to write: the index it read may have been changed by
+ * another git in between, whose work the write would then undo. So the read and the change
+ * happen under a lock of our own, handed to libgit2 just before its write (released, and
+ * taken again by it at once): another git that starts in that moment reads our write's
+ * predecessor only if it also writes first, and then libgit2 finds the lock taken and the
+ * whole step is done again. Returns the lock's fd, or -EEXIST while another holds it. */
+static int own_lock(struct gitstage *g, struct ws_err *err)
+{
+	int fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	int r = -errno;
+
+	if (fd >= 0)
+		return fd;
+	if (r == -EEXIST)
+		return r;
+	return ws_fail_at(err, r, WS_E_GIT_ERROR, g->lock_path, 0, 0, "cannot create '%s': %s",
+			  g->lock_path, strerror(-r));
+}
+
+static void own_unlock(struct gitstage *g, int *fd)
+{
+	if (*fd < 0)
+		return;
+	(void)close(*fd);
+	*fd = -1;
+	(void)unlink(g->lock_path);
+}
+
 /* Records in @c (n entries allocated) how the index held @e's paths before the staging. */
 static int change_record(struct gitstage *g, const struct gitstage_entry *e, const git_oid *ids,
 			 size_t n, struct gitstage_change *c)
@@ -545,18 +573,24 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 	}
 
 	for (;;) {
-		struct stat st;
+		int lock = own_lock(g, err);
 
-		if (lstat(g->lock_path, &st) == 0)
+		if (lock == -EEXIST)
 			goto locked;
+		if (lock < 0) {
+			gitstage_change_free(c);
+			return lock;
+		}
 		/* Re-read (when changed on disk) right before changing it, so other git
 		 * commands' work is kept. */
 		r = index_reload(g);
 		if (r < 0) {
+			own_unlock(g, &lock);
 			gitstage_change_free(c);
 			return git_fail(r, err);
 		}
 		if (c && change_record(g, e, ids, n, c) < 0) {
+			own_unlock(g, &lock);
 			gitstage_change_free(c);
 			return ws_fail(err, -ENOMEM, 0, "out of memory");
 		}
@@ -564,14 +598,18 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 			git_index_entry ie;
 
 			r = make_entry(g, &e[i], &ids[i], &ie, err);
-			if (r < 0)
+			if (r < 0) {
+				own_unlock(g, &lock);
 				goto undo;
+			}
 			r = git_index_add(g->index, &ie);
 			if (r < 0) {
 				r = git_fail(r, err);
+				own_unlock(g, &lock);
 				goto undo;
 			}
 		}
+		own_unlock(g, &lock);
 		r = git_index_write(g->index);
 		if (r == 0) {
 			for (i = 0; i < n; i++)
@@ -754,14 +792,18 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 	int r;
 
 	for (;;) {
-		struct stat st;
 		bool changed = false;
+		int lock = own_lock(g, err); /* see own_lock() */
 
-		if (lstat(g->lock_path, &st) == 0)
+		if (lock == -EEXIST)
 			goto locked;
+		if (lock < 0)
+			return lock;
 		r = git_index_read(g->index, 1);
-		if (r < 0)
+		if (r < 0) {
+			own_unlock(g, &lock);
 			return git_fail(r, err);
+		}
 		for (size_t i = 0; i < c->n; i++) {
 			const struct change_ent *ce = &c->ents[i];
 			const git_index_entry *cur = git_index_get_bypath(g->index, ce->path, 0);
@@ -772,11 +814,13 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 					: git_index_remove(g->index, ce->path, 0);
 			if (r < 0) {
 				r = git_fail(r, err);
+				own_unlock(g, &lock);
 				(void)git_index_read(g->index, 1);
 				return r;
 			}
 			changed = true;
 		}
+		own_unlock(g, &lock);
 		if (!changed)
 			return 0;
 		r = git_index_write(g->index);

@@ -121,6 +121,7 @@ struct write_op {
 	char *idx_snap;
 	size_t idx_snap_len;
 	struct gitstage_change *stage_change; /* what the staging changed, for the undo */
+	char *undo_note;             /* what the undo could not put back, for the reply */
 	bool idx_existed;
 	bool idx_fetched;            /* idx_snap and x0 were read (index_fetch) */
 	char *x0;                    /* the machine file as staged before the write */
@@ -203,6 +204,7 @@ static void op_free(struct write_op *op)
 	free(op->ws_rel);
 	free(op->idx_snap);
 	gitstage_change_free(op->stage_change);
+	free(op->undo_note);
 	free(op->x0);
 	free(op->stage_note);
 	free(op->diff);
@@ -711,8 +713,19 @@ static void undo_writes(struct write_op *op)
 	fsutil_tmp_drop(&op->main_tmp);
 	if (op->wrote_index) {
 		if (gitstage_undo(op->git, op->stage_change, op->idx_existed ? op->idx_snap : NULL,
-				  op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0)
+				  op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0) {
 			log_error("cannot restore the git index: %s", err.message);
+			free(op->undo_note);
+			if (asprintf(&op->undo_note,
+				     "what it staged is still staged (%s); `git restore --staged "
+				     "%s%s%s` takes it back",
+				     err.code == WS_E_BUSY ? "the git index stayed locked by another "
+							     "git command"
+							   : "the git index could not be written",
+				     op->machine_rel, op->ws_rel ? " " : "",
+				     op->ws_rel ? op->ws_rel : "") < 0)
+				op->undo_note = NULL;
+		}
 		ws_err_clear(&err);
 		op->wrote_index = false;
 	}
@@ -729,8 +742,13 @@ static void undo_writes(struct write_op *op)
 		if (r == -EAGAIN)
 			log_warning("'%s' changed after the daemon wrote it; leaving it as it is "
 				    "(%s)", op->machine_rel, err.message);
-		else if (r < 0)
+		else if (r < 0) {
 			log_error("cannot restore '%s': %s", op->machine_rel, err.message);
+			if (!op->undo_note &&
+			    asprintf(&op->undo_note, "%s could not be put back (%s)",
+				     op->machine_rel, err.message) < 0)
+				op->undo_note = NULL;
+		}
 		fsutil_tmp_drop(&t);
 		ws_err_clear(&err);
 		op->wrote_main = false;
@@ -1457,6 +1475,31 @@ static void create_succeed(struct write_op *op)
 	op_finish(op);
 }
 
+/* Answers a failed write after its undo, saying what the undo could not put back: never
+ * a clean undo that was not. */
+static void fail_after_undo(struct write_op *op)
+{
+	if (op->undo_note) {
+		static const char claim[] = "nothing was changed";
+		char *at = strstr(op->err.message, claim);
+		char msg[sizeof(op->err.message) + 1024];
+		size_t n;
+
+		if (at)
+			snprintf(msg, sizeof(msg), "%.*sthe undo was incomplete: %s%s",
+				 (int)(at - op->err.message), op->err.message, op->undo_note,
+				 at + sizeof(claim) - 1);
+		else
+			snprintf(msg, sizeof(msg), "%s; the undo was incomplete: %s",
+				 op->err.message, op->undo_note);
+		n = strnlen(msg, sizeof(op->err.message) - 1);
+		memcpy(op->err.message, msg, n);
+		op->err.message[n] = '\0';
+		ws_err_set_str(&op->err, "undoIncomplete", op->undo_note);
+	}
+	rpc_call_fail(op->call, &op->err);
+}
+
 static void undo_done_cb(uv_work_t *w, int status)
 {
 	struct write_op *op = (struct write_op *)w;
@@ -1466,7 +1509,7 @@ static void undo_done_cb(uv_work_t *w, int status)
 	(void)cache_refresh(m, &err);
 	ws_err_clear(&err);
 	if (op->call)
-		rpc_call_fail(op->call, &op->err);
+		fail_after_undo(op);
 	op->call = NULL;
 	op_finish(op);
 }
@@ -1541,7 +1584,7 @@ static void create_done_cb(uv_work_t *w, int status)
 
 	if (op->r < 0) {
 		if (op->call)
-			rpc_call_fail(op->call, &op->err);
+			fail_after_undo(op);
 		op->call = NULL;
 		op_finish(op);
 		return;
@@ -1892,7 +1935,7 @@ static void hostkey_done_cb(uv_work_t *w, int status)
 	if (op->r < 0) {
 		log_error("host key registration failed: %s", op->err.message);
 		if (op->call)
-			rpc_call_fail(op->call, &op->err);
+			fail_after_undo(op);
 		op->call = NULL;
 		op_finish(op);
 		return;

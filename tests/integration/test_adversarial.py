@@ -694,6 +694,29 @@ class Races(Base):
         self.assertParses(repo)
         self.alive(d)
 
+    def test_undo_blocked_by_index_lock_is_reported(self):
+        """Another git holds index.lock through the undo of a failed create (`git commit`
+        with its editor open, say): the reply must not claim a clean undo; it says what
+        is still staged and how to take it back."""
+        repo, d = self.start(MACHINE, verify="build", build_command="sleep 1; exit 1")
+        lock = os.path.join(repo.path, ".git", "index.lock")
+
+        def hold():
+            time.sleep(0.5)
+            open(lock, "wb").close()
+            time.sleep(4)
+            os.unlink(lock)
+        t = threading.Thread(target=hold)
+        t.start()
+        r = d.create("held", "vm")
+        t.join()
+        self.assertEqual(r["error"]["data"]["kind"], "VERIFY_FAILED")
+        self.assertIn("undo was incomplete", r["error"]["message"])
+        self.assertIn("git restore --staged", r["error"]["data"]["undoIncomplete"])
+        self.assertIn("workspaces/held.nix", git(repo.path, "diff", "--cached", "--name-only"),
+                      "the reply speaks of the entry still staged")
+        self.alive(d)
+
     def test_sigterm_during_slow_build(self):
         """SIGTERM while a create waits for a slow build: the daemon exits promptly, removes
         its socket, and leaves the repository consistent (entry and file both there and
