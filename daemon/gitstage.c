@@ -777,7 +777,8 @@ static bool index_has_sum(struct gitstage *g, const git_oid *sum)
 
 	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(tail))
 		return false;
-	if (pread(fd, tail, sizeof(tail), st.st_size - (off_t)sizeof(tail)) != (ssize_t)sizeof(tail))
+	if (pread(fd, tail, sizeof(tail), st.st_size - (off_t)sizeof(tail)) !=
+	    (ssize_t)sizeof(tail))
 		return false;
 	return memcmp(tail, sum->id, sizeof(tail)) == 0;
 }

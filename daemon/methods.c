@@ -108,8 +108,8 @@ struct write_op {
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
 	/* The edit's first result is written to main_tmp (fsync'd, not renamed) and its blob
-	 * made (spec_fill, spec_blob) while the editor checks it; used when the check passes that very
-	 * buffer, dropped otherwise. */
+	 * made (spec_fill, spec_blob) while the editor checks it; used when the check passes
+	 * that very buffer, dropped otherwise. */
 	struct side_job spec_fill, spec_blob;
 	const char *spec_buf;        /* the candidate written ahead; NULL: none */
 	size_t spec_len;
@@ -719,9 +719,9 @@ static void undo_writes(struct write_op *op)
 			if (asprintf(&op->undo_note,
 				     "what it staged is still staged (%s); `git restore --staged "
 				     "%s%s%s` takes it back",
-				     err.code == WS_E_BUSY ? "the git index stayed locked by another "
-							     "git command"
-							   : "the git index could not be written",
+				     err.code == WS_E_BUSY
+					     ? "the git index stayed locked by another git command"
+					     : "the git index could not be written",
 				     op->machine_rel, op->ws_rel ? " " : "",
 				     op->ws_rel ? op->ws_rel : "") < 0)
 				op->undo_note = NULL;
@@ -1100,8 +1100,10 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	for (size_t i = 0; i < n_extra; i++)
 		ents[n++] = extra[i];
 	if (op->staged_main) {
-		ents[n] = (struct gitstage_entry){.path = op->machine_rel, .buf = xbuf, .len = xlen};
-		if (op->spec_valid && xlen == op->spec_len && memcmp(xbuf, op->spec_buf, xlen) == 0) {
+		ents[n] = (struct gitstage_entry){.path = op->machine_rel, .buf = xbuf,
+						  .len = xlen};
+		if (op->spec_valid && xlen == op->spec_len &&
+		    memcmp(xbuf, op->spec_buf, xlen) == 0) {
 			ents[n].have_id = true;
 			memcpy(ents[n].id, op->spec_ent.id, GITSTAGE_ID_LEN);
 		}
