@@ -44,7 +44,7 @@ struct gitstage {
 	pthread_mutex_t lock;
 };
 
-/* What one gitstage_stage_undoable() changed (see gitstage_undo()). */
+/* What one gitstage_stage() changed (see gitstage_undo()). */
 struct change_ent {
 	char *path;            /* owned */
 	bool had_old;          /* the path was in the index (stage 0) before */
@@ -370,7 +370,7 @@ static int read_index_locked(struct gitstage *g, const char *path, char **ret_bu
 	r = check_path(path, err);
 	if (r < 0)
 		return r;
-	/* As on disk now: other git processes (and gitstage_restore_index) change it. */
+	/* As on disk now: other git processes (and gitstage_undo) change it. */
 	r = index_reload(g);
 	if (r < 0)
 		return git_fail(r, err);
@@ -757,16 +757,6 @@ fail:
 			  what, g->index_path, strerror(-r));
 }
 
-static int restore_index_locked(struct gitstage *g, const char *buf, size_t len,
-				int lock_wait_ms, struct ws_err *err)
-{
-	int fd = -1;
-	int r = lock_take(g, lock_wait_ms, &fd, err);
-
-	if (r < 0)
-		return r;
-	return restore_held(g, fd, buf, len, err);
-}
 
 /* Whether .git/index ends in the checksum @sum (it is the index written with it). */
 static bool index_has_sum(struct gitstage *g, const git_oid *sum)
@@ -875,16 +865,6 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	return r;
 }
 
-int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-		   int lock_wait_ms, struct ws_err *err)
-{
-	int r;
-
-	(void)pthread_mutex_lock(&g->lock);
-	r = stage_locked(g, e, n, lock_wait_ms, NULL, err);
-	(void)pthread_mutex_unlock(&g->lock);
-	return r;
-}
 
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err)
@@ -908,24 +888,14 @@ int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 	return r;
 }
 
-int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
-			   struct ws_err *err)
+
+int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+		   int lock_wait_ms, struct gitstage_change **ret_change, struct ws_err *err)
 {
 	int r;
 
-	(void)pthread_mutex_lock(&g->lock);
-	r = restore_index_locked(g, buf, len, lock_wait_ms, err);
-	(void)pthread_mutex_unlock(&g->lock);
-	return r;
-}
-
-int gitstage_stage_undoable(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-			    int lock_wait_ms, struct gitstage_change **ret_change,
-			    struct ws_err *err)
-{
-	int r;
-
-	*ret_change = NULL;
+	if (ret_change)
+		*ret_change = NULL;
 	(void)pthread_mutex_lock(&g->lock);
 	r = stage_locked(g, e, n, lock_wait_ms, ret_change, err);
 	(void)pthread_mutex_unlock(&g->lock);

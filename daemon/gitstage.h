@@ -42,19 +42,16 @@ struct gitstage_entry {
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err);
 
-/* Stages @n entries (a blob each, written unless have_id) in one index write. The index is re-read from disk first
- * (other git processes may have changed it). While .git/index.lock exists, retries for up
- * to @lock_wait_ms, then fails with WS_E_BUSY naming the lock file; never removes the lock.
- * Returns 0 or a negative errno. */
-int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-		   int lock_wait_ms, struct ws_err *err);
-
-/* gitstage_stage() that also records what it changed (free with gitstage_change_free()),
- * so that gitstage_undo() can take back exactly that. *ret_change is NULL on failure. */
+/* Stages @n entries (a blob each, written unless have_id) in one index write. The index
+ * is read again (other git processes may have changed it) and changed under index.lock.
+ * While another holds .git/index.lock, retries for up to @lock_wait_ms, then fails with
+ * WS_E_BUSY naming the lock file; never removes another's lock. With @ret_change, records
+ * what it changed (free with gitstage_change_free(); NULL on failure), so that
+ * gitstage_undo() can take back exactly that. Returns 0 or a negative errno. */
 struct gitstage_change;
-int gitstage_stage_undoable(struct gitstage *g, const struct gitstage_entry *e, size_t n,
-			    int lock_wait_ms, struct gitstage_change **ret_change,
-			    struct ws_err *err);
+int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
+		   int lock_wait_ms, struct gitstage_change **ret_change, struct ws_err *err);
+
 /* Takes back staging @c (NULL: nothing). When .git/index is still exactly the index that
  * staging wrote, and @snap (gitstage_snapshot_index(); NULL: there was none) is exactly the
  * index it was applied to, @snap goes back byte for byte. Otherwise another git changed the
@@ -66,13 +63,8 @@ int gitstage_undo(struct gitstage *g, const struct gitstage_change *c, const cha
 void gitstage_change_free(struct gitstage_change *c);
 
 /* Raw bytes of .git/index (-ENOENT when the repository has no index yet), for
- * gitstage_restore_index() and gitstage_undo(). */
+ * gitstage_undo(). */
 int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 			    struct ws_err *err);
-/* Puts back an index snapshot byte for byte, under index.lock (git's own protocol: create
- * the lock exclusively, write, fsync, rename). @buf NULL removes the index (it did not
- * exist). Retries the lock like gitstage_stage(). */
-int gitstage_restore_index(struct gitstage *g, const char *buf, size_t len, int lock_wait_ms,
-			   struct ws_err *err);
 
 #endif

@@ -1131,8 +1131,7 @@ static int write_and_stage(struct write_op *op, edit_fn edit, const struct gitst
 	side_start(&dsync, dirsync_step, op, NULL, 0);
 	if (n > 0) {
 		hold_old(op, gitstage_index_path(op->git));
-		r = gitstage_stage_undoable(op->git, ents, n, LOCK_WAIT_MS, &op->stage_change,
-					    &op->err);
+		r = gitstage_stage(op->git, ents, n, LOCK_WAIT_MS, &op->stage_change, &op->err);
 		if (r == 0)
 			op->wrote_index = true;
 	}

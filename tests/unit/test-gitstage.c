@@ -78,7 +78,7 @@ static int stage1(struct gitstage *g, const char *path, const char *text, int wa
 {
 	struct gitstage_entry e = { .path = path, .buf = text, .len = strlen(text) };
 
-	return gitstage_stage(g, &e, 1, wait_ms, err);
+	return gitstage_stage(g, &e, 1, wait_ms, NULL, err);
 }
 
 static int64_t ms_now(void)
@@ -206,7 +206,7 @@ static void test_stage_new_and_modified(void **unused)
 	put(dir, "run.sh", "#!/bin/sh\n");
 	assert_int_equal(chmod(sh, 0755), 0);
 
-	assert_int_equal(gitstage_stage(g, e, 3, 500, &err), 0);
+	assert_int_equal(gitstage_stage(g, e, 3, 500, NULL, &err), 0);
 	/* the stat data is the file's: plumbing that does not refresh the index sees no
 	 * change either (first: `git status` would refresh and rewrite the index) */
 	assert_git(dir, "diff-files --name-only", "b.txt\n");
@@ -244,7 +244,7 @@ static void test_blobs_first_then_index(void **unused)
 	assert_git(dir, "diff --cached --name-only", "");
 	/* staging now only writes the index: a changed buffer would not be re-hashed */
 	e[0].buf = "not what was hashed\n";
-	assert_int_equal(gitstage_stage(g, e, 2, 500, &err), 0);
+	assert_int_equal(gitstage_stage(g, e, 2, 500, NULL, &err), 0);
 	id = git_out(dir, "rev-parse :w.nix");
 	assert_string_equal(id, want);
 	assert_git(dir, "show :a.txt", "alpha 3\n");
@@ -335,7 +335,7 @@ static int stage_undoable(struct gitstage *g, const char *path, const char *text
 {
 	struct gitstage_entry e = { .path = path, .buf = text, .len = strlen(text) };
 
-	return gitstage_stage_undoable(g, &e, 1, 500, c, err);
+	return gitstage_stage(g, &e, 1, 500, c, err);
 }
 
 static void test_undo_keeps_other_staging(void **unused)
@@ -378,7 +378,7 @@ static void test_undo_keeps_other_staging(void **unused)
 			{ .path = "b.txt", .buf = "ours\n", .len = 5 },
 		};
 
-		assert_int_equal(gitstage_stage_undoable(g, e, 2, 500, &c, &err), 0);
+		assert_int_equal(gitstage_stage(g, e, 2, 500, &c, &err), 0);
 	}
 	put(dir, "b.txt", "theirs\n");
 	assert_int_equal(h_sh("cd '%s' && " GIT " add b.txt", dir), 0);
@@ -448,10 +448,15 @@ static void test_lock_held_is_busy(void **unused)
 	struct gitstage *g = open_ok(dir);
 	struct ws_err err = { 0 };
 	struct json_object *v;
-	char *before, *after, *lk;
-	size_t blen, alen;
+	char *before, *after, *lk, *snap = NULL;
+	size_t blen, alen, slen = 0;
+	struct gitstage_change *c = NULL;
 	int64_t t0, dt;
 
+	/* a staging to take back later */
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	put(dir, "b.txt", "bravo 2\n");
+	assert_int_equal(stage_undoable(g, "b.txt", "bravo 2\n", &c, &err), 0);
 	put(dir, "a.txt", "alpha 2\n");
 	h_write(lock, "someone else's\n", 15);
 	before = h_read(index, &blen);
@@ -467,10 +472,12 @@ static void test_lock_held_is_busy(void **unused)
 	assert_string_equal(json_object_get_string(v), lock);
 	ws_err_clear(&err);
 
-	/* a restore waits for the same lock */
-	assert_int_equal(gitstage_restore_index(g, before, blen, 50, &err), -EBUSY);
+	/* an undo waits for the same lock */
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 50, &err), -EBUSY);
 	assert_int_equal(err.code, WS_E_BUSY);
 	ws_err_clear(&err);
+	gitstage_change_free(c);
+	free(snap);
 
 	/* the lock is untouched, the index byte-identical */
 	lk = h_read(lock, NULL);
@@ -484,7 +491,7 @@ static void test_lock_held_is_busy(void **unused)
 	/* once the other git is done, the same call succeeds */
 	assert_int_equal(unlink(lock), 0);
 	assert_int_equal(stage1(g, "a.txt", "alpha 2\n", 200, &err), 0);
-	assert_git(dir, "status --porcelain", "M  a.txt\n");
+	assert_git(dir, "status --porcelain", "M  a.txt\nM  b.txt\n");
 
 	free(before);
 	free(index);
@@ -533,26 +540,30 @@ static void test_snapshot_restore(void **unused)
 	struct ws_err err = { 0 };
 	char *snap = NULL, *snap2 = NULL, *now;
 	size_t slen = 0, slen2 = 0, nlen;
+	struct gitstage_change *c1 = NULL, *c2 = NULL;
 	struct stat st;
 
 	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
 	put(dir, "a.txt", "alpha 2\n");
-	assert_int_equal(stage1(g, "a.txt", "alpha 2\n", 500, &err), 0);
+	assert_int_equal(stage_undoable(g, "a.txt", "alpha 2\n", &c1, &err), 0);
 	now = h_read(index, &nlen);
 	assert_false(nlen == slen && !memcmp(now, snap, slen));
 	free(now);
 
 	/* a snapshot taken after staging comes back exactly too */
 	assert_int_equal(gitstage_snapshot_index(g, &snap2, &slen2, &err), 0);
-	assert_int_equal(stage1(g, "new.txt", "n\n", 500, &err), 0);
-	assert_int_equal(gitstage_restore_index(g, snap2, slen2, 500, &err), 0);
+	assert_int_equal(stage_undoable(g, "new.txt", "n\n", &c2, &err), 0);
+	assert_int_equal(gitstage_undo(g, c2, snap2, slen2, 500, &err), 0);
 	now = h_read(index, &nlen);
 	assert_int_equal(nlen, slen2);
 	assert_memory_equal(now, snap2, slen2);
 	free(now);
 	assert_git(dir, "diff --cached --name-only", "a.txt\n");
 
-	assert_int_equal(gitstage_restore_index(g, snap, slen, 500, &err), 0);
+	/* and the first staging's undo, over the index as it left it again */
+	assert_int_equal(gitstage_undo(g, c1, snap, slen, 500, &err), 0);
+	gitstage_change_free(c1);
+	gitstage_change_free(c2);
 	now = h_read(index, &nlen);
 	assert_int_equal(nlen, slen);
 	assert_memory_equal(now, snap, slen);
@@ -595,9 +606,14 @@ static void test_restore_absent_index(void **unused)
 	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), -ENOENT);
 	ws_err_clear(&err);
 	put(dir, "first.nix", "{ }\n");
-	assert_int_equal(stage1(g, "first.nix", "{ }\n", 500, &err), 0);
-	assert_git(dir, "status --porcelain", "A  first.nix\n");
-	assert_int_equal(gitstage_restore_index(g, NULL, 0, 500, &err), 0);
+	{
+		struct gitstage_change *c = NULL;
+
+		assert_int_equal(stage_undoable(g, "first.nix", "{ }\n", &c, &err), 0);
+		assert_git(dir, "status --porcelain", "A  first.nix\n");
+		assert_int_equal(gitstage_undo(g, c, NULL, 0, 500, &err), 0);
+		gitstage_change_free(c);
+	}
 	assert_int_equal(lstat(index, &st), -1);
 	assert_int_equal(lstat(lock, &st), -1);
 	assert_git(dir, "status --porcelain", "?? first.nix\n");
@@ -629,7 +645,7 @@ static void test_many_entries_one_write(void **unused)
 	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_true(inotify_add_watch(fd, gitdir, IN_CREATE | IN_MOVED_TO) >= 0);
-	assert_int_equal(gitstage_stage(g, e, 10, 500, &err), 0);
+	assert_int_equal(gitstage_stage(g, e, 10, 500, NULL, &err), 0);
 	while ((n = read(fd, evbuf, sizeof(evbuf))) > 0) {
 		char *p = evbuf;
 
