@@ -377,6 +377,7 @@ static bool fd_holds(int fd, const void *want, size_t want_len)
 }
 
 void (*fsutil_test_exchanged)(const char *path, const char *tmp);
+bool fsutil_test_no_exchange;
 
 int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old,
 			 size_t old_len, int flags, int *ret_old_fd, struct ws_err *err)
@@ -398,8 +399,11 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 	}
 	/* Swapped in one step, the file that was in place is then at the temporary's name,
 	 * where it is checked: a change that came after any earlier check is seen here. */
-	if (renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0) {
-		r = -errno;
+	if (fsutil_test_no_exchange)
+		r = -EINVAL;
+	else
+		r = renameat2(AT_FDCWD, t->path, AT_FDCWD, path, RENAME_EXCHANGE) < 0 ? -errno : 0;
+	if (r < 0) {
 		if (r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP) {
 			/* this file system cannot exchange: check, then rename */
 			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);

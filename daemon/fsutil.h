@@ -5,6 +5,7 @@
 #ifndef FSUTIL_H
 #define FSUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -68,6 +69,8 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 /* Tests only (NULL otherwise): called by fsutil_tmp_commit_if() right after its exchange,
  * to change the files in the moment the check guards. */
 extern void (*fsutil_test_exchanged)(const char *path, const char *tmp);
+/* Tests only (false otherwise): behave as on a file system that cannot exchange. */
+extern bool fsutil_test_no_exchange;
 
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);

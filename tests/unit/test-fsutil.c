@@ -356,6 +356,38 @@ static void test_commit_if_keeps_a_second_version(void **unused)
 	rm_rf(dir);
 }
 
+/* Where the file system cannot exchange: the comparison just before a plain rename. */
+static void test_commit_if_without_exchange(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct fsutil_tmp t = {.fd = -1};
+	struct ws_err err = { 0 };
+	char buf[16];
+	int hidden, old_fd = -1;
+
+	fsutil_test_no_exchange = true;
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "new\n", 4, 0, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "old\n", 4, 0, &old_fd, &err), 0);
+	assert_file(p, "new\n");
+	assert_true(old_fd >= 0);
+	assert_int_equal(pread(old_fd, buf, sizeof(buf), 0), 4);
+	assert_memory_equal(buf, "old\n", 4);
+	close(old_fd);
+
+	assert_int_equal(fsutil_tmp_fill(p, "ours\n", 5, 0, &t, &err), 0);
+	h_write(p, "hand edit\n", 10);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "new\n", 4, 0, NULL, &err), -EAGAIN);
+	ws_err_clear(&err);
+	assert_file(p, "hand edit\n");
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+	fsutil_test_no_exchange = false;
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_failures_leave_no_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -577,6 +609,7 @@ int main(void)
 		cmocka_unit_test(test_fill_then_commit),
 		cmocka_unit_test(test_commit_if_unchanged),
 		cmocka_unit_test(test_commit_if_keeps_a_second_version),
+		cmocka_unit_test(test_commit_if_without_exchange),
 		cmocka_unit_test(test_write_failure_removes_temporary),
 		cmocka_unit_test(test_unwritable_directory),
 		cmocka_unit_test(test_read_caps),
