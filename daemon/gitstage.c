@@ -50,6 +50,7 @@ struct change_ent {
 	bool had_old;          /* the path was in the index (stage 0) before */
 	git_index_entry old;   /* ... as this entry (its path points to @path) */
 	git_oid id;            /* the blob staged */
+	uint32_t mode;         /* ... with this mode */
 };
 struct gitstage_change {
 	struct change_ent *ents;
@@ -602,6 +603,8 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 				own_unlock(g, &lock);
 				goto undo;
 			}
+			if (c)
+				c->ents[i].mode = ie.mode;
 			r = git_index_add(g->index, &ie);
 			if (r < 0) {
 				r = git_fail(r, err);
@@ -799,9 +802,15 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 			const struct change_ent *ce = &c->ents[i];
 			const git_index_entry *cur = git_index_get_bypath(g->index, ce->path, 0);
 
+			git_index_entry back;
+
 			if (!cur || !git_oid_equal(&cur->id, &ce->id))
 				continue;
-			r = ce->had_old ? git_index_add(g->index, &ce->old)
+			/* the old blob goes back; a mode another git gave it since stays */
+			back = ce->old;
+			if (cur->mode != ce->mode)
+				back.mode = cur->mode;
+			r = ce->had_old ? git_index_add(g->index, &back)
 					: git_index_remove(g->index, ce->path, 0);
 			if (r < 0) {
 				r = git_fail(r, err);

@@ -388,6 +388,17 @@ static void test_undo_keeps_other_staging(void **unused)
 	assert_git(dir, "diff --cached --name-only", "b.txt\n");
 	gitstage_change_free(c);
 
+	/* a mode another git gave our entry since stays, with the old blob back */
+	free(snap);
+	assert_int_equal(gitstage_snapshot_index(g, &snap, &slen, &err), 0);
+	assert_int_equal(stage_undoable(g, "c.nix", "line1\nmode\n", &c, &err), 0);
+	assert_int_equal(h_sh("cd '%s' && " GIT " update-index --chmod=+x c.nix", dir), 0);
+	assert_int_equal(gitstage_undo(g, c, snap, slen, 500, &err), 0);
+	assert_git(dir, "ls-files -s c.nix | cut -c1-47",
+		   "100755 83db48f84ec878fbfb30b46d16630e944e34f205\n");
+	assert_int_equal(h_sh("cd '%s' && " GIT " update-index --chmod=-x c.nix", dir), 0);
+	gitstage_change_free(c);
+
 	/* staged over an index changed since the snapshot: that change stays too */
 	assert_int_equal(h_sh("cd '%s' && " GIT " reset -q b.txt", dir), 0);
 	free(snap);
