@@ -504,6 +504,25 @@ static void own_unlock(struct gitstage *g, int *fd)
 	(void)unlink(g->lock_path);
 }
 
+/* Takes index.lock (own_lock()), waiting until @deadline while another git holds it; then
+ * BUSY, with the time waited since @start. */
+static int lock_take(struct gitstage *g, int64_t start, int64_t deadline, int *ret_fd,
+		     struct ws_err *err)
+{
+	for (;;) {
+		int fd = own_lock(g, err);
+
+		if (fd >= 0) {
+			*ret_fd = fd;
+			return 0;
+		}
+		if (fd != -EEXIST)
+			return fd;
+		if (!lock_wait(deadline))
+			return busy_fail(g, (int)(now_ms() - start), err);
+	}
+}
+
 /* Records in @c (n entries allocated) how the index held @e's paths before the staging. */
 static int change_record(struct gitstage *g, const struct gitstage_entry *e, const git_oid *ids,
 			 size_t n, struct gitstage_change *c)
@@ -574,13 +593,12 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 	}
 
 	for (;;) {
-		int lock = own_lock(g, err);
+		int lock = -1;
 
-		if (lock == -EEXIST)
-			goto locked;
-		if (lock < 0) {
+		r = lock_take(g, start, deadline, &lock, err);
+		if (r < 0) {
 			gitstage_change_free(c);
-			return lock;
+			return r;
 		}
 		/* Re-read (when changed on disk) right before changing it, so other git
 		 * commands' work is kept. */
@@ -628,7 +646,7 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 			r = git_fail(r, err);
 			goto undo;
 		}
-	locked:
+		/* another git took the lock in the moment it was handed over: again */
 		if (!lock_wait(deadline)) {
 			gitstage_change_free(c);
 			return busy_fail(g, (int)(now_ms() - start), err);
@@ -641,7 +659,6 @@ undo:
 	gitstage_change_free(c);
 	return r;
 }
-
 
 static int write_blobs_locked(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			      struct ws_err *err)
@@ -676,31 +693,6 @@ static int snapshot_index_locked(struct gitstage *g, char **ret_buf, size_t *ret
 		return ws_fail_at(err, r, WS_E_GIT_ERROR, g->index_path, 0, 0,
 				  "cannot read '%s': %s", g->index_path, strerror(-r));
 	return 0;
-}
-
-
-/* Takes git's index lock (whoever creates index.lock exclusively owns the index), waiting
- * up to @lock_wait_ms for another holder. */
-static int lock_take(struct gitstage *g, int lock_wait_ms, int *ret_fd, struct ws_err *err)
-{
-	int64_t start = now_ms();
-	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
-	int fd, r;
-
-	for (;;) {
-		fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd >= 0) {
-			*ret_fd = fd;
-			return 0;
-		}
-		if (errno != EEXIST) {
-			r = -errno;
-			return ws_fail_at(err, r, WS_E_GIT_ERROR, g->lock_path, 0, 0,
-					  "cannot create '%s': %s", g->lock_path, strerror(-r));
-		}
-		if (!lock_wait(deadline))
-			return busy_fail(g, (int)(now_ms() - start), err);
-	}
 }
 
 /* With the lock taken (@fd), makes .git/index exactly @buf (NULL: no index); the lock is
@@ -760,7 +752,6 @@ fail:
 			  what, g->index_path, strerror(-r));
 }
 
-
 /* Whether .git/index ends in the checksum @sum (it is the index written with it). */
 static bool index_has_sum(struct gitstage *g, const git_oid *sum)
 {
@@ -777,22 +768,21 @@ static bool index_has_sum(struct gitstage *g, const git_oid *sum)
 }
 
 /* Puts each path of @c back as it was, where the index still holds the blob staged for it
- * (another git's later change to that path stays), keeping every other entry. */
-static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int lock_wait_ms,
-			struct ws_err *err)
+ * (another git's later change to that path stays), keeping every other entry. Starts with
+ * the lock @lock, taken by the caller; waits for it again until @deadline (own_lock()). */
+static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int lock,
+			int64_t start, int64_t deadline, struct ws_err *err)
 {
-	int64_t start = now_ms();
-	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
 	int r;
 
 	for (;;) {
 		bool changed = false;
-		int lock = own_lock(g, err); /* see own_lock() */
 
-		if (lock == -EEXIST)
-			goto locked;
-		if (lock < 0)
-			return lock;
+		if (lock < 0) {
+			r = lock_take(g, start, deadline, &lock, err);
+			if (r < 0)
+				return r;
+		}
 		r = git_index_read(g->index, 1);
 		if (r < 0) {
 			own_unlock(g, &lock);
@@ -801,7 +791,6 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 		for (size_t i = 0; i < c->n; i++) {
 			const struct change_ent *ce = &c->ents[i];
 			const git_index_entry *cur = git_index_get_bypath(g->index, ce->path, 0);
-
 			git_index_entry back;
 
 			if (!cur || !git_oid_equal(&cur->id, &ce->id))
@@ -831,7 +820,6 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 			(void)git_index_read(g->index, 1);
 			return r;
 		}
-	locked:
 		if (!lock_wait(deadline))
 			return busy_fail(g, (int)(now_ms() - start), err);
 	}
@@ -840,6 +828,8 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 static int undo_locked(struct gitstage *g, const struct gitstage_change *c, const char *snap,
 		       size_t snap_len, int lock_wait_ms, struct ws_err *err)
 {
+	int64_t start = now_ms();
+	int64_t deadline = start + (lock_wait_ms > 0 ? lock_wait_ms : 0);
 	bool snap_is_pre;
 	int fd = -1;
 	int r;
@@ -850,17 +840,15 @@ static int undo_locked(struct gitstage *g, const struct gitstage_change *c, cons
 				     : snap && snap_len >= GITSTAGE_ID_LEN &&
 					       memcmp(snap + snap_len - GITSTAGE_ID_LEN,
 						      c->pre_sum.id, GITSTAGE_ID_LEN) == 0;
-	r = lock_take(g, lock_wait_ms, &fd, err);
+	r = lock_take(g, start, deadline, &fd, err);
 	if (r < 0)
 		return r;
 	/* Under the lock nobody changes the index. Still exactly what the staging wrote, over
 	 * exactly the snapshot: the snapshot goes back, byte for byte. */
 	if (snap_is_pre && index_has_sum(g, &c->post_sum))
 		return restore_held(g, fd, snap, snap_len, err);
-	(void)close(fd);
-	(void)unlink(g->lock_path);
 	/* Another git wrote the index since (or before, over the snapshot): keep its work */
-	return undo_entries(g, c, lock_wait_ms, err);
+	return undo_entries(g, c, fd, start, deadline, err);
 }
 
 int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, size_t *ret_len,
@@ -873,7 +861,6 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 	(void)pthread_mutex_unlock(&g->lock);
 	return r;
 }
-
 
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err)
@@ -896,7 +883,6 @@ int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,
 	(void)pthread_mutex_unlock(&g->lock);
 	return r;
 }
-
 
 int gitstage_stage(struct gitstage *g, const struct gitstage_entry *e, size_t n,
 		   int lock_wait_ms, struct gitstage_change **ret_change, struct ws_err *err)
