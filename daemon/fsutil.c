@@ -223,7 +223,14 @@ void fsutil_tmp_drop(struct fsutil_tmp *t)
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		   struct ws_err *err)
 {
-	return fsutil_replace_tmp(path, buf, len, flags, NULL, err);
+	struct fsutil_tmp t = {.fd = -1};
+	int r = fsutil_tmp_fill(path, buf, len, flags, &t, err);
+
+	if (r < 0) {
+		fsutil_tmp_drop(&t);
+		return r;
+	}
+	return fsutil_tmp_commit(path, &t, flags, err);
 }
 
 int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
@@ -464,21 +471,6 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 	return commit_end(dir, flags, err);
 }
 
-int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
-		       struct fsutil_tmp *pre, struct ws_err *err)
-{
-	struct fsutil_tmp own = {.fd = -1};
-	int r;
-
-	if (!pre)
-		pre = &own;
-	r = fsutil_tmp_fill(path, buf, len, flags, pre, err);
-	if (r < 0) {
-		fsutil_tmp_drop(pre);
-		return r;
-	}
-	return fsutil_tmp_commit(path, pre, flags, err);
-}
 
 int fsutil_sync_parent(const char *path)
 {

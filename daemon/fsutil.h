@@ -32,8 +32,8 @@ int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 		   struct ws_err *err);
 
-/* A temporary made beforehand for fsutil_replace_tmp(), so that creating it (an inode to
- * allocate) can happen off the write's critical path. */
+/* A temporary for fsutil_tmp_fill(), which may be made beforehand, so that creating it (an
+ * inode to allocate) can happen off the write's critical path. */
 struct fsutil_tmp {
 	char *path; /* owned; NULL when none */
 	int fd;     /* -1 when none */
@@ -42,11 +42,7 @@ struct fsutil_tmp {
 int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err);
 /* Removes the temporary (made or filled) unless it was renamed into place. */
 void fsutil_tmp_drop(struct fsutil_tmp *t);
-/* fsutil_replace() with @pre (may be NULL or empty) as its temporary; @pre is used up
- * either way when it held one (renamed into place, or removed on failure). */
-int fsutil_replace_tmp(const char *path, const void *buf, size_t len, int flags,
-		       struct fsutil_tmp *pre, struct ws_err *err);
-/* fsutil_replace_tmp() in two halves, so that the slow first one can run before the caller
+/* fsutil_replace() in two halves, so that the slow first one can run before the caller
  * has decided to go on. Fill: @t (made now unless it holds an open temporary) gets @buf,
  * the old file's mode and owner, is fsync'd and closed; it keeps its path. Nothing at @path
  * changes; on failure the temporary is removed. Commit: renames the filled temporary over

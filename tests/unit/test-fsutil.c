@@ -175,7 +175,8 @@ static void test_premade_temporary(void **unused)
 	assert_int_equal(fstat(t.fd, &tmp_st), 0);
 	assert_int_equal(count_entries(dir, &hidden), 2);
 	assert_int_equal(hidden, 1);
-	assert_int_equal(fsutil_replace_tmp(p, "new\n", 4, FSUTIL_NO_DIR_SYNC, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "new\n", 4, 0, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_commit(p, &t, FSUTIL_NO_DIR_SYNC, &err), 0);
 	assert_int_equal(t.fd, -1);
 	assert_file(p, "new\n");
 	/* the very inode made ahead now is the file */
@@ -188,7 +189,7 @@ static void test_premade_temporary(void **unused)
 
 	/* a refused write leaves the temporary to the caller, who drops it */
 	assert_int_equal(fsutil_tmp_make(p, &t, &err), 0);
-	assert_int_equal(fsutil_replace_tmp(p, "x\n", 2, FSUTIL_NEW, &t, &err), -EEXIST);
+	assert_int_equal(fsutil_tmp_fill(p, "x\n", 2, FSUTIL_NEW, &t, &err), -EEXIST);
 	ws_err_clear(&err);
 	fsutil_tmp_drop(&t);
 	assert_int_equal(count_entries(dir, &hidden), 1);
