@@ -683,6 +683,25 @@ static int read_main(struct write_op *op, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* CONFLICT: the machine file changed under the write. @kept_at: where a second version
+ * saved during the exchange was left (replace_main()), or NULL. */
+static int conflict_fail(struct write_op *op, const char *kept_at)
+{
+	if (kept_at)
+		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+			"%s changed twice while the daemon was replacing it; nothing was written, "
+			"and the later of the two versions is kept at '%s' (the file holds the "
+			"earlier one)", op->machine_rel, kept_at);
+	else
+		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
+			"%s changed while the daemon was working; nothing was written",
+			op->machine_rel);
+	ws_err_set_str(&op->err, "file", op->machine_rel);
+	if (kept_at)
+		ws_err_set_str(&op->err, "keptAt", kept_at);
+	return -EAGAIN;
+}
+
 /* The main file must still hold what we parsed; else CONFLICT. */
 static int check_unchanged(struct write_op *op, const char *want, size_t want_len)
 {
@@ -692,13 +711,8 @@ static int check_unchanged(struct write_op *op, const char *want, size_t want_le
 
 	if (r < 0)
 		return r;
-	if (len != want_len || memcmp(now, want, len) != 0) {
-		ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
-			"%s changed while the daemon was working; nothing was written",
-			op->machine_rel);
-		ws_err_set_str(&op->err, "file", op->machine_rel);
-		return -EAGAIN;
-	}
+	if (len != want_len || memcmp(now, want, len) != 0)
+		return conflict_fail(op, NULL);
 	return 0;
 }
 
@@ -977,19 +991,25 @@ static int fetch_step(struct side_job *j)
 	return index_fetch(j->op, &j->err);
 }
 
-/* Keeps the file at @path open while it is replaced. The replaced file's blocks are then
- * freed when the last descriptor closes, which can take a millisecond or more (with
+/* Keeps @fd, a file being replaced, open until after the reply. The replaced file's blocks
+ * are freed when the last descriptor closes, which can take a millisecond or more (with
  * online discard, say): close_held() does it on the pool after the reply, not in the
  * write. Best effort. */
+static void hold_fd(struct write_op *op, int fd)
+{
+	if (fd < 0)
+		return;
+	if (op->n_hold < WS_ARRAY_SIZE(op->hold))
+		op->hold[op->n_hold++] = fd;
+	else
+		(void)close(fd);
+}
+
+/* hold_fd() of the file at @path, opened before it is replaced. */
 static void hold_old(struct write_op *op, const char *path)
 {
-	int fd;
-
-	if (op->n_hold >= WS_ARRAY_SIZE(op->hold))
-		return;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd >= 0)
-		op->hold[op->n_hold++] = fd;
+	if (op->n_hold < WS_ARRAY_SIZE(op->hold))
+		hold_fd(op, open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
 }
 
 struct close_job {
@@ -1034,7 +1054,7 @@ static void close_held(struct write_op *op)
 }
 
 /* Puts the filled main_tmp in place of the machine file while it still holds main_old
- * (CONFLICT otherwise, the file untouched). The replaced file is held open (hold_old()). */
+ * (CONFLICT otherwise, the file untouched). The replaced file is held open (hold_fd()). */
 static int replace_main(struct write_op *op)
 {
 	int old_fd = -1;
@@ -1048,27 +1068,12 @@ static int replace_main(struct write_op *op)
 		if (op->err.data && json_object_object_get_ex(op->err.data, "keptAt", &kept))
 			at = strdup(json_object_get_string(kept));
 		ws_err_clear(&op->err);
-		if (at)
-			ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
-				"%s changed twice while the daemon was replacing it; nothing was "
-				"written, and the later of the two versions is kept at '%s' (the "
-				"file holds the earlier one)", op->machine_rel, at);
-		else
-			ws_fail(&op->err, -EAGAIN, WS_E_CONFLICT,
-				"%s changed while the daemon was working; nothing was written",
-				op->machine_rel);
-		ws_err_set_str(&op->err, "file", op->machine_rel);
-		if (at)
-			ws_err_set_str(&op->err, "keptAt", at);
-		return r;
+		return conflict_fail(op, at);
 	}
 	if (r < 0)
 		return r;
 	op->wrote_main = true;
-	if (old_fd >= 0 && op->n_hold < WS_ARRAY_SIZE(op->hold))
-		op->hold[op->n_hold++] = old_fd;
-	else if (old_fd >= 0)
-		(void)close(old_fd);
+	hold_fd(op, old_fd);
 	return 0;
 }
 
