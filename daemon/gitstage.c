@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,25 +456,27 @@ static int make_entry(struct gitstage *g, const struct gitstage_entry *e, const 
 	return 0;
 }
 
-/* The blob of @e into the object database. An object that is there already needs no write:
- * libgit2 would still make a temporary file first, which fails where the object database
- * is read-only (a shared or packed repository). */
+/* The blob of @e into the object database. git_odb_write() hashes first and writes nothing
+ * for an object that is there already (git_blob_create_from_buffer() would open a
+ * temporary file before it knows: a new inode made and freed for each template blob). A
+ * write can still fail where the object database is read-only (a shared or packed
+ * repository): an object that is there is then all that was asked. */
 static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oid *ret_id)
 {
 	const char *buf = e->len ? e->buf : "";
 	git_odb *odb = NULL;
-	int r = git_blob_create_from_buffer(ret_id, g->repo, buf, e->len);
+	int r = git_repository_odb(&odb, g->repo);
 
-	if (r >= 0)
+	if (r < 0)
 		return r;
-	if (git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
-	    git_repository_odb(&odb, g->repo) == 0 && git_odb_exists(odb, ret_id)) {
-		git_odb_free(odb);
+	r = git_odb_write(ret_id, odb, buf, e->len, GIT_OBJECT_BLOB);
+	if (r < 0 && git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
+	    git_odb_exists(odb, ret_id)) {
 		git_error_clear();
-		return 0;
+		r = 0;
 	}
 	git_odb_free(odb);
-	return r; /* libgit2's error is still the last one */
+	return r; /* on failure libgit2's error is still the last one */
 }
 
 /* libgit2 takes index.lock only to write: the index it read may have been changed by
@@ -481,12 +484,29 @@ static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oi
  * happen under a lock of our own, handed to libgit2 just before its write (released, and
  * taken again by it at once): another git that starts in that moment reads our write's
  * predecessor only if it also writes first, and then libgit2 finds the lock taken and the
- * whole step is done again. Returns the lock's fd, or -EEXIST while another holds it. */
-static int own_lock(struct gitstage *g, struct ws_err *err)
-{
-	int fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-	int r = -errno;
+ * whole step is done again.
+ *
+ * A lock that is only held (@for_write false) is a second name for the index itself,
+ * link(index, index.lock): as exclusive as git's open(O_CREAT|O_EXCL), but no inode is made
+ * and freed for it (on ext4 without a journal every allocation scans the inodes freed in
+ * the last seconds). Nothing is ever written through it. Where linking fails for any
+ * other reason than a lock that exists (no index yet, a file system without hard links),
+ * and for a lock to be written (@for_write), the lock is a new file as git makes it.
+ * Returns the lock's fd (LOCK_LINKED for the link), or -EEXIST while another holds it. */
+#define LOCK_LINKED INT_MAX
 
+static int own_lock(struct gitstage *g, bool for_write, struct ws_err *err)
+{
+	int fd, r;
+
+	if (!for_write) {
+		if (link(g->index_path, g->lock_path) == 0)
+			return LOCK_LINKED;
+		if (errno == EEXIST)
+			return -EEXIST;
+	}
+	fd = open(g->lock_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	r = -errno;
 	if (fd >= 0)
 		return fd;
 	if (r == -EEXIST)
@@ -499,18 +519,19 @@ static void own_unlock(struct gitstage *g, int *fd)
 {
 	if (*fd < 0)
 		return;
-	(void)close(*fd);
+	if (*fd != LOCK_LINKED)
+		(void)close(*fd);
 	*fd = -1;
 	(void)unlink(g->lock_path);
 }
 
 /* Takes index.lock (own_lock()), waiting until @deadline while another git holds it; then
  * BUSY, with the time waited since @start. */
-static int lock_take(struct gitstage *g, int64_t start, int64_t deadline, int *ret_fd,
-		     struct ws_err *err)
+static int lock_take(struct gitstage *g, bool for_write, int64_t start, int64_t deadline,
+		     int *ret_fd, struct ws_err *err)
 {
 	for (;;) {
-		int fd = own_lock(g, err);
+		int fd = own_lock(g, for_write, err);
 
 		if (fd >= 0) {
 			*ret_fd = fd;
@@ -595,7 +616,7 @@ static int stage_locked(struct gitstage *g, const struct gitstage_entry *e, size
 	for (;;) {
 		int lock = -1;
 
-		r = lock_take(g, start, deadline, &lock, err);
+		r = lock_take(g, false, start, deadline, &lock, err);
 		if (r < 0) {
 			gitstage_change_free(c);
 			return r;
@@ -779,7 +800,7 @@ static int undo_entries(struct gitstage *g, const struct gitstage_change *c, int
 		bool changed = false;
 
 		if (lock < 0) {
-			r = lock_take(g, start, deadline, &lock, err);
+			r = lock_take(g, false, start, deadline, &lock, err);
 			if (r < 0)
 				return r;
 		}
@@ -840,7 +861,7 @@ static int undo_locked(struct gitstage *g, const struct gitstage_change *c, cons
 				     : snap && snap_len >= GITSTAGE_ID_LEN &&
 					       memcmp(snap + snap_len - GITSTAGE_ID_LEN,
 						      c->pre_sum.id, GITSTAGE_ID_LEN) == 0;
-	r = lock_take(g, start, deadline, &fd, err);
+	r = lock_take(g, true, start, deadline, &fd, err);
 	if (r < 0)
 		return r;
 	/* Under the lock nobody changes the index. Still exactly what the staging wrote, over

@@ -451,6 +451,62 @@ static void test_existing_blob_needs_no_write(void **unused)
 	rm_repo(dir);
 }
 
+/* Counts the inotify events in @fd's queue whose mask has one of @mask's bits. */
+static int events_with(int fd, uint32_t mask)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int n = 0;
+	ssize_t len;
+
+	while ((len = read(fd, buf, sizeof(buf))) > 0)
+		for (char *p = buf; p < buf + len;) {
+			struct inotify_event *ev = (struct inotify_event *)(void *)p;
+
+			n += (ev->mask & mask) != 0;
+			p += sizeof(*ev) + ev->len;
+		}
+	return n;
+}
+
+/* Staging makes no inode it then frees again (on ext4 without a journal, each new inode
+ * scans the ones freed in the last seconds): a blob already in the database is not
+ * written to a temporary first. The lock held over the index's read and change is a second
+ * name of the index itself (link()): afterwards no lock and no extra link remain. */
+static void test_no_throwaway_files(void **unused)
+{
+	char *dir = make_repo();
+	char *objects = fsutil_join(dir, ".git/objects");
+	char *index = fsutil_join(dir, ".git/index");
+	char *lock = fsutil_join(dir, ".git/index.lock");
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	struct stat st;
+	int ofd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+	assert_true(ofd >= 0);
+	/* a.txt's committed bytes: that blob is in the database */
+	put(dir, "copy.txt", "alpha\n");
+	assert_true(inotify_add_watch(ofd, objects, IN_CREATE) >= 0);
+	assert_int_equal(stage1(g, "copy.txt", "alpha\n", 500, &err), 0);
+	assert_int_equal(events_with(ofd, IN_CREATE), 0);
+	assert_int_equal(stat(index, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(access(lock, F_OK), -1);
+	assert_git(dir, "diff --cached --name-only", "copy.txt\n");
+	/* a new blob is written, once */
+	put(dir, "fresh.txt", "not committed\n");
+	assert_int_equal(stage1(g, "fresh.txt", "not committed\n", 500, &err), 0);
+	assert_true(events_with(ofd, IN_CREATE) >= 1);
+	assert_git(dir, "cat-file -p :fresh.txt", "not committed\n");
+	assert_int_equal(access(lock, F_OK), -1);
+	close(ofd);
+	gitstage_free(g);
+	free(objects);
+	free(index);
+	free(lock);
+	rm_repo(dir);
+}
+
 static void test_lock_held_is_busy(void **unused)
 {
 	char *dir = make_repo();
@@ -700,6 +756,7 @@ int main(void)
 		cmocka_unit_test(test_restore_absent_index),
 		cmocka_unit_test(test_undo_keeps_other_staging),
 		cmocka_unit_test(test_existing_blob_needs_no_write),
+		cmocka_unit_test(test_no_throwaway_files),
 		cmocka_unit_test(test_many_entries_one_write),
 	};
 	int r;
