@@ -1094,3 +1094,37 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 	hk_names_free(old, n_old);
 	return hk_sync_ex(hk, false, true, err);
 }
+
+int hostkeys_add_name(struct hostkeys *hk, const char *name, struct ws_err *err)
+{
+	size_t lo = 0, hi = hk->n_names;
+	struct hk_name *grown;
+	char *copy;
+
+	if (!hk_name_ok(name))
+		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
+			       "'%s' cannot name a directory under the sandbox root",
+			       name ? name : "");
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(hk->names[mid].name, name);
+
+		if (c == 0)
+			return 0;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	copy = strdup(name);
+	grown = copy ? realloc(hk->names, (hk->n_names + 1) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		free(copy);
+		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	}
+	hk->names = grown;
+	memmove(&grown[lo + 1], &grown[lo], (hk->n_names - lo) * sizeof(*grown));
+	grown[lo] = (struct hk_name){.name = copy, .wd_dir = -1, .wd_keys = -1, .fresh = true};
+	hk->n_names++;
+	return hk_sync_ex(hk, false, true, err);
+}

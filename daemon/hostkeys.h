@@ -41,6 +41,9 @@ int hostkeys_new(uv_loop_t *loop, const char *sandbox_root, int debounce_ms,
  * fs.inotify.max_user_watches): the names are kept and retried on the next change. */
 int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 		       struct ws_err *err);
+/* hostkeys_set_names() with the current set plus @name, without sorting the whole set
+ * again (a create adds one name): a name already watched is left as it is. */
+int hostkeys_add_name(struct hostkeys *hk, const char *name, struct ws_err *err);
 void hostkeys_set_error_cb(struct hostkeys *hk, hostkeys_error_fn cb);
 /* Closes the poll handle and the timer; @done (may be NULL) once they are closed. */
 void hostkeys_close(struct hostkeys *hk, void (*done)(void *ud), void *ud);

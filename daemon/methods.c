@@ -156,6 +156,11 @@ struct methods {
 	bool busy;
 	bool recheck_pending;
 	bool watch_pending;          /* the declared names changed during a write */
+	bool watched_ok;             /* the watched names are those of model @watched_gen */
+	unsigned watched_gen;
+	struct ws_entry *watch_adds; /* owned; name and type of each create since then, in order:
+				      * model watched_gen + i + 1 added watch_adds[i] */
+	size_t n_watch_adds;
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
@@ -254,16 +259,91 @@ static void annotate(struct methods *m, struct flake *f)
 	ipam_annotate(&m->d->cfg.ipam, flake_entries(f), flake_n_entries(f));
 }
 
-/* The host-key watcher and the unit-state tracker follow the declared workspaces. */
+static void watch_adds_clear(struct methods *m)
+{
+	for (size_t i = 0; i < m->n_watch_adds; i++) {
+		free(m->watch_adds[i].name);
+		free(m->watch_adds[i].type);
+	}
+	free(m->watch_adds);
+	m->watch_adds = NULL;
+	m->n_watch_adds = 0;
+}
+
+/* A create's model is the one before it plus its entry (check_added() in flake.c): its
+ * name and type are recorded, so that the watched set can follow without a sort of every
+ * name, as long as nothing but creates changed the model since the watched set was made.
+ * Call just before cache_set() puts the create's model in place. */
+static void watch_note_create(struct methods *m, const char *name, enum ws_type type)
+{
+	struct ws_entry *grown;
+	char *n, *t;
+
+	if (!m->watched_ok || m->flake_gen != m->watched_gen + m->n_watch_adds) {
+		watch_adds_clear(m); /* out of step already: the next update is a whole one */
+		return;
+	}
+	n = strdup(name);
+	t = strdup(ws_type_to_string(type));
+	grown = n && t ? realloc(m->watch_adds, (m->n_watch_adds + 1) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		free(n);
+		free(t);
+		watch_adds_clear(m);
+		m->watched_ok = false;
+		return;
+	}
+	m->watch_adds = grown;
+	grown[m->n_watch_adds++] = (struct ws_entry){.name = n, .type = t};
+}
+
+/* Watches one more declared workspace; false when the watched set must be made anew. */
+static bool watch_one(struct methods *m, const struct ws_entry *e)
+{
+	struct ws_err err = {0};
+	WS_AUTOFREE char *unit = NULL;
+	bool ok = true;
+
+	/* names become paths under the sandbox root: only valid ones */
+	if (ws_name_validate(e->name, WS_TYPE_INCUS, NULL) < 0)
+		return true;
+	if (m->d->hk && hostkeys_add_name(m->d->hk, e->name, &err) < 0) {
+		log_warning("host-key watcher: %s", err.message);
+		ok = false;
+	}
+	ws_err_clear(&err);
+	if (m->d->units && e->type && unitstate_unit_name(e->type, e->name, &unit) == 0 &&
+	    unitstate_add(m->d->units, unit) < 0)
+		ok = false;
+	return ok;
+}
+
+/* The host-key watcher and the unit-state tracker follow the declared workspaces. After
+ * creates only, their names are added one by one; otherwise the whole set is made anew
+ * (a sort of every name). */
 static void update_watched_names(struct methods *m)
 {
 	struct ws_err err = {0};
 	const char **names = NULL;
 	char **units = NULL;
 	size_t n = 0, n_units = 0;
+	bool ok = true;
 
-	if (!m->flake)
+	if (!m->flake) {
+		m->watched_ok = false;
+		watch_adds_clear(m);
 		return;
+	}
+	if (m->watched_ok && m->flake_gen == m->watched_gen + m->n_watch_adds) {
+		for (size_t i = 0; i < m->n_watch_adds && ok; i++)
+			ok = watch_one(m, &m->watch_adds[i]);
+		watch_adds_clear(m);
+		m->watched_gen = m->flake_gen;
+		if (ok)
+			return;
+	}
+	watch_adds_clear(m);
+	m->watched_ok = false;
 	n = flake_n_entries(m->flake);
 	names = calloc(n ? n : 1, sizeof(*names));
 	units = calloc(n ? n : 1, sizeof(*units));
@@ -281,11 +361,16 @@ static void update_watched_names(struct methods *m)
 		if (e->type && unitstate_unit_name(e->type, e->name, &units[n_units]) == 0)
 			n_units++;
 	}
-	if (m->d->hk && hostkeys_set_names(m->d->hk, names, n_names, &err) < 0)
+	ok = true;
+	if (m->d->hk && hostkeys_set_names(m->d->hk, names, n_names, &err) < 0) {
 		log_warning("host-key watcher: %s", err.message);
+		ok = false;
+	}
 	ws_err_clear(&err);
-	if (m->d->units)
-		(void)unitstate_watch(m->d->units, (const char *const *)units, n_units);
+	if (m->d->units && unitstate_watch(m->d->units, (const char *const *)units, n_units) < 0)
+		ok = false;
+	m->watched_ok = ok;
+	m->watched_gen = m->flake_gen;
 out:
 	for (size_t i = 0; units && i < n_units; i++)
 		free(units[i]);
@@ -1610,6 +1695,7 @@ static void create_done_cb(uv_work_t *w, int status)
 		return;
 	}
 	/* the cache now reflects what we wrote, so our own write is no "outside change" */
+	watch_note_create(m, op->name, op->type);
 	cache_set(m, ws_steal(&op->new_flake), op->main_new, op->main_new_len, NULL);
 	if (op->verify == VERIFY_NONE) {
 		op->verify_result = json_object_new_object();
@@ -2338,28 +2424,31 @@ void methods_unit_changed_cb(void *userdata, const char *unit, const char *activ
 
 /* Entries gone from the file release their addresses (unless another entry still holds
  * the same address); the state file records when. */
-static void release_removed(struct methods *m, char **names, const uint32_t *ips, size_t n)
+static void release_removed(struct methods *m, struct flake *old)
 {
 	struct ws_err err = {0};
 	bool dirty = false;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < flake_n_entries(old); i++) {
+		const struct ws_entry *o = &flake_entries(old)[i];
 		bool still = false;
+		uint32_t gone;
 
-		if (!names[i] || flake_find(m->flake, names[i]))
+		if (!o->name || !o->ip || ipam_parse_ip(o->ip, &gone) < 0 ||
+		    flake_find(m->flake, o->name))
 			continue;
 		for (size_t j = 0; j < flake_n_entries(m->flake) && !still; j++) {
 			const struct ws_entry *e = &flake_entries(m->flake)[j];
 			uint32_t ip;
-			still = e->ip && ipam_parse_ip(e->ip, &ip) == 0 && ip == ips[i];
+			still = e->ip && ipam_parse_ip(e->ip, &ip) == 0 && ip == gone;
 		}
 		if (still)
 			continue;
-		if (state_release_ip(m->d->state, ips[i], time(NULL)) == 0) {
+		if (state_release_ip(m->d->state, gone, time(NULL)) == 0) {
 			char buf[16];
-			ipam_format(ips[i], buf);
+			ipam_format(gone, buf);
 			log_info("%s was removed from %s; its address %s is held back for a day",
-				 names[i], m->d->machine_file_rel, buf);
+				 o->name, m->d->machine_file_rel, buf);
 			dirty = true;
 		}
 	}
@@ -2421,24 +2510,14 @@ static void machine_recheck(struct methods *m)
 		m->recheck_pending = true; /* our own write may be in flight */
 		return;
 	}
-	/* remember the addresses declared now: an entry removed by hand releases its address,
-	 * which is then held back from automatic allocation for a while */
-	size_t n_old = m->flake ? flake_n_entries(m->flake) : 0;
-	char **old_names = calloc(n_old ? n_old : 1, sizeof(char *));
-	uint32_t *old_ips = calloc(n_old ? n_old : 1, sizeof(uint32_t));
+	/* the model as it is now: an entry removed by hand releases its address, which is then
+	 * held back from automatic allocation for a while */
+	struct flake *old = flake_ref(m->flake);
 
-	for (size_t i = 0; old_names && old_ips && i < n_old; i++) {
-		const struct ws_entry *e = &flake_entries(m->flake)[i];
-		if (e->ip && ipam_parse_ip(e->ip, &old_ips[i]) == 0)
-			old_names[i] = strdup(e->name);
-	}
 	r = cache_refresh_ex(m, true, &err);
-	if (r > 0 && m->flake && old_names && old_ips)
-		release_removed(m, old_names, old_ips, n_old);
-	for (size_t i = 0; old_names && i < n_old; i++)
-		free(old_names[i]);
-	free(old_names);
-	free(old_ips);
+	if (r > 0 && m->flake && old)
+		release_removed(m, old);
+	flake_free(old);
 	if (r == 0)
 		return;
 	ev = json_object_new_object();
@@ -2528,6 +2607,7 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 /* Call once the host-key watcher exists, so it learns the declared names. */
 void methods_start_watching(struct methods *m)
 {
+	m->watched_ok = false; /* whatever was "watched" before, the watchers had no names */
 	update_watched_names(m);
 }
 
@@ -2551,6 +2631,7 @@ static void methods_unref(struct methods *m)
 	if (--m->n_open_handles == 0) {
 		flake_free(m->flake);
 		ws_err_clear(&m->flake_err);
+		watch_adds_clear(m);
 		free(m->bytes);
 		free(m->info_text);
 		json_putp(&m->mismatch);

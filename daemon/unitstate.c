@@ -632,6 +632,45 @@ int unitstate_watch(struct unitstate *u, const char *const *units, size_t n)
 	return 0;
 }
 
+int unitstate_add(struct unitstate *u, const char *unit)
+{
+	size_t lo = 0, hi = u->n_units;
+	struct us_unit **grown, *un;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(u->units[mid]->name, unit);
+
+		if (c == 0)
+			return 0;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	un = calloc(1, sizeof(*un));
+	if (un && !(un->name = strdup(unit))) {
+		free(un);
+		un = NULL;
+	}
+	grown = un ? realloc(u->units, (u->n_units + 1) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		if (un)
+			unit_free(un);
+		return -ENOMEM;
+	}
+	u->units = grown;
+	memmove(&grown[lo + 1], &grown[lo], (u->n_units - lo) * sizeof(*grown));
+	grown[lo] = un;
+	u->n_units++;
+	un->u = u;
+	if (u->conn && unit_query(un) < 0)
+		unit_set(un, NULL, NULL, true);
+	if (u->conn)
+		conn_update(u->conn);
+	return 0;
+}
+
 void unitstate_get(const struct unitstate *u, const char *unit, const char **ret_active,
 		   const char **ret_sub)
 {

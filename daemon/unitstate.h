@@ -35,6 +35,9 @@ void unitstate_free(struct unitstate *u);
  * until a UnitNew signal shows it). Units already watched keep their state. Returns 0 or
  * -ENOMEM (then the old set is kept). */
 int unitstate_watch(struct unitstate *u, const char *const *units, size_t n);
+/* unitstate_watch() with the current set plus @unit, without sorting the whole set again
+ * (a create adds one unit). Returns 0 or -ENOMEM (then the set is as it was). */
+int unitstate_add(struct unitstate *u, const char *unit);
 
 /* The last known state of @unit: borrowed strings, valid until the next loop iteration
  * or unitstate_* call; "unknown"/"unknown" when the unit is not watched, not known yet,

@@ -389,6 +389,34 @@ class HostKeys(DaemonTest):
         self.write_key("hand", text)
         self.assert_registered("hand", canonical)
 
+    def test_creates_in_a_row_and_hand_edit_watched(self):
+        # creates add their names to the watched set one by one (no sort of every name);
+        # a hand edit in between makes the set anew: every declared name stays watched
+        self.start_daemon()
+        keys = iter(keygen(self.keys, "k%d" % i) for i in range(5))
+
+        def key_registers(name):
+            text, canonical, _ = next(keys)
+            self.write_key(name, text)
+            self.assert_registered(name, canonical)
+
+        for n in ("b1", "b2", "b3"):
+            self.assertIn("result", self.d.create(n, "vm"))
+        for n in ("b1", "b2", "b3"):
+            ev = self.next_event()
+            self.assertEqual((ev["type"], ev["name"]), ("workspace.created", n))
+        key_registers("b3")
+        work = self.repo.read(self.repo.machine_rel)
+        work = work.replace(b"  };\n}\n", b'    workspaces.hand = { type = "vm"; config = ./workspaces/hand.nix; ip = "192.168.83.30"; };\n  };\n}\n')
+        self.repo.write(self.repo.machine_rel, work)
+        git(self.repo.path, "add", self.repo.machine_rel)
+        self.assertEqual(self.next_event()["type"], "config.changed")
+        self.assertIn("result", self.d.create("b4", "container"))
+        self.assertEqual(self.next_event()["type"], "workspace.created")
+        key_registers("b4")
+        key_registers("hand")
+        key_registers("b1")
+
     def test_wsctl_wait_hostkey(self):
         self.start_daemon()
         text, canonical, fp = keygen(self.keys)

@@ -99,6 +99,21 @@ class Units(DaemonTest):
         shown = d.call("workspace.show", {"name": "docs"})["result"]
         self.assertEqual(shown["state"], {"active": "active", "sub": "running"})
 
+    def test_created_workspaces_followed(self):
+        # creates in a row add their units one by one to the followed set
+        repo, d = self.start(fixture("03-dotted-top.nix"),
+                             env={"DBUS_SYSTEM_BUS_ADDRESS": self.addr})
+        self.wait_states(d, {"docs": ("active", "running"), "api": ("inactive", "dead")})
+        for name in ("web", "db"):
+            self.assertIn("result", d.create(name, "container"))
+        self.assertIn("result", d.create("gpu", "vm"))
+        self.wait_states(d, {"web": ("inactive", "dead"), "db": ("inactive", "dead"),
+                             "gpu": ("inactive", "dead"), "docs": ("active", "running")})
+        self.set_state("container@db.service", "active", "running")
+        self.set_state("microvm@gpu.service", "activating", "start")
+        self.wait_states(d, {"db": ("active", "running"), "gpu": ("activating", "start"),
+                             "web": ("inactive", "dead")})
+
     def test_no_bus_is_unknown(self):
         repo, d = self.start(fixture("03-dotted-top.nix"),
                              env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
