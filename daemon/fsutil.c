@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ws_proto.h"
@@ -189,8 +191,7 @@ int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err)
 	WS_AUTOFREE char *base = NULL;
 	int r;
 
-	t->fd = -1;
-	t->path = NULL;
+	*t = (struct fsutil_tmp){.fd = -1};
 	r = split_path(path, &dir, &base);
 	if (r < 0)
 		return ws_fail(err, r, 0, "cannot write '%s': %s", path, strerror(-r));
@@ -209,6 +210,122 @@ int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err)
 	return 0;
 }
 
+static int commit_end(const char *dir, int flags, struct ws_err *err);
+
+int fsutil_tmp_prepare(const char *dir, struct fsutil_tmp *t)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	*t = (struct fsutil_tmp){.fd = -1};
+	if (fd < 0)
+		return -errno;
+	t->fd = fd;
+	t->unnamed = true;
+	return 0;
+}
+
+int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len)
+{
+	int r;
+
+	if (t->fd < 0 || !t->unnamed)
+		return -EINVAL;
+	r = fsutil_write_all(t->fd, buf, len);
+	if (r == 0 && fchmod(t->fd, 0644 & ~current_umask()) < 0)
+		r = -errno;
+	if (r == 0 && fsync(t->fd) < 0)
+		r = -errno;
+	return r;
+}
+
+/* Gives the unnamed temporary @t the name @name (linkat through /proc/self/fd: an
+ * AT_EMPTY_PATH link needs a capability). -EEXIST when the name is taken. */
+bool fsutil_test_no_link;
+
+static int link_unnamed(struct fsutil_tmp *t, const char *name)
+{
+	char proc[64];
+
+	if (fsutil_test_no_link)
+		return -ENOENT; /* as without /proc */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Names the unnamed temporary `.<name>.XXXXXX` next to @path, as fsutil_tmp_make() would
+ * have. */
+static int name_unnamed(const char *path, struct fsutil_tmp *t)
+{
+	static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	WS_AUTOFREE char *name = NULL;
+	struct timespec ts;
+	uint64_t x;
+	int r;
+
+	r = split_path(path, &dir, &base);
+	if (r < 0)
+		return r;
+	if (asprintf(&name, "%s/.%s.XXXXXX", dir, base) < 0) {
+		name = NULL;
+		return -ENOMEM;
+	}
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() << 32 ^
+	    (uint64_t)(uintptr_t)t;
+	for (int tries = 0; tries < 100; tries++) {
+		char *p = name + strlen(name) - 6;
+
+		for (int i = 0; i < 6; i++) {
+			x = x * 6364136223846793005u + 1442695040888963407u;
+			p[i] = chars[(x >> 33) % (sizeof(chars) - 1)];
+		}
+		r = link_unnamed(t, name);
+		if (r != -EEXIST)
+			break;
+	}
+	if (r < 0)
+		return r;
+	t->path = ws_steal(&name);
+	t->unnamed = false;
+	return 0;
+}
+
+int fsutil_tmp_link_new(const char *path, struct fsutil_tmp *t, int flags, bool *ret_linked,
+			struct ws_err *err)
+{
+	WS_AUTOFREE char *dir = NULL;
+	WS_AUTOFREE char *base = NULL;
+	int r;
+
+	*ret_linked = false;
+	if (t->fd < 0 || !t->unnamed) {
+		fsutil_tmp_drop(t);
+		return ws_fail(err, -EINVAL, 0, "cannot write '%s': no preset temporary", path);
+	}
+	r = split_path(path, &dir, &base);
+	if (r == 0)
+		r = link_unnamed(t, path);
+	if (r < 0) {
+		fsutil_tmp_drop(t);
+		if (r == -EEXIST)
+			return ws_fail_at(err, -EEXIST, WS_E_FILE_EXISTS, path, 0, 0,
+					  "'%s' already exists", path);
+		return ws_fail(err, r, 0, "cannot create '%s': %s", path, strerror(-r));
+	}
+	/* the name is in place: from here on a failure only weakens durability */
+	*ret_linked = true;
+	r = fsync(t->fd) < 0 ? -errno : 0;
+	(void)close(t->fd);
+	*t = (struct fsutil_tmp){.fd = -1};
+	if (r < 0)
+		return ws_fail(err, r, 0, "cannot sync '%s': %s", path, strerror(-r));
+	return commit_end(dir, flags, err);
+}
+
 void fsutil_tmp_drop(struct fsutil_tmp *t)
 {
 	if (t->path)
@@ -218,6 +335,7 @@ void fsutil_tmp_drop(struct fsutil_tmp *t)
 	free(t->path);
 	t->path = NULL;
 	t->fd = -1;
+	t->unnamed = false;
 }
 
 int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
@@ -262,6 +380,12 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		if (r < 0)
 			return r;
 	}
+	if (t->unnamed && lseek(t->fd, 0, SEEK_CUR) != 0) {
+		fsutil_tmp_drop(t); /* written before (preset): not ours to reuse */
+		r = fsutil_tmp_make(path, t, err);
+		if (r < 0)
+			return r;
+	}
 
 	what = "write";
 	r = fsutil_write_all(t->fd, buf, len);
@@ -289,6 +413,18 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		if (!(flags & FSUTIL_PRIVATE) && fchmod(t->fd, old.st_mode & 07777) < 0) {
 			r = -errno;
 			goto fail;
+		}
+	}
+	if (t->unnamed) {
+		/* a prepared temporary gets its name now, before the sync that makes it (and
+		 * the link) durable; where it cannot be named, the data goes to a named one */
+		r = name_unnamed(path, t);
+		if (r < 0) {
+			fsutil_tmp_drop(t);
+			r = fsutil_tmp_make(path, t, err);
+			if (r < 0)
+				return r;
+			return fsutil_tmp_fill(path, buf, len, flags, t, err);
 		}
 	}
 	what = "sync";

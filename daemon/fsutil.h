@@ -35,11 +35,30 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 /* A temporary for fsutil_tmp_fill(), which may be made beforehand, so that creating it (an
  * inode to allocate) can happen off the write's critical path. */
 struct fsutil_tmp {
-	char *path; /* owned; NULL when none */
+	char *path; /* owned; NULL when none (or while unnamed) */
 	int fd;     /* -1 when none */
+	bool unnamed; /* fd is an O_TMPFILE (fsutil_tmp_prepare()): no name yet */
 };
 /* Creates the `.<name>.XXXXXX` temporary next to @path (fd -1 and path NULL on failure). */
 int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err);
+/* An unnamed temporary (O_TMPFILE) on @dir's file system, made ahead of a write: nobody
+ * sees it, it vanishes with the process, and the inode it needs is allocated before the
+ * write instead of during it. fsutil_tmp_fill() writes it, names it (`.<name>.XXXXXX`
+ * next to its target) and syncs it; fsutil_tmp_link_new() gives it its final name. Returns
+ * 0, or a negative errno (the file system has no O_TMPFILE, say: then @t stays empty and
+ * the write makes a named temporary as usual). */
+int fsutil_tmp_prepare(const char *dir, struct fsutil_tmp *t);
+/* Writes @len bytes of @buf into a prepared temporary (fsutil_tmp_prepare()), gives it the
+ * mode a new file gets (0644 less the umask) and fsyncs it: a new file's content, ready to
+ * be named at once with fsutil_tmp_link_new(). */
+int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len);
+/* Names a preset temporary @path, never replacing a file (-EEXIST, WS_E_FILE_EXISTS), and
+ * makes that durable: the file (its new link) and, unless FSUTIL_NO_DIR_SYNC, the
+ * directory are fsync'd. Its content was synced before it had a name, so no reader ever
+ * sees it half written. *ret_linked tells whether @path is now the file (also when a
+ * later sync failed). @t is used up either way. */
+int fsutil_tmp_link_new(const char *path, struct fsutil_tmp *t, int flags, bool *ret_linked,
+			struct ws_err *err);
 /* Removes the temporary (made or filled) unless it was renamed into place. */
 void fsutil_tmp_drop(struct fsutil_tmp *t);
 /* fsutil_replace() in two halves, so that the slow first one can run before the caller
@@ -67,6 +86,8 @@ int fsutil_tmp_commit_if(const char *path, struct fsutil_tmp *t, const void *old
 extern void (*fsutil_test_exchanged)(const char *path, const char *tmp);
 /* Tests only (false otherwise): behave as on a file system that cannot exchange. */
 extern bool fsutil_test_no_exchange;
+/* Tests only (false otherwise): unnamed temporaries cannot be named (as without /proc). */
+extern bool fsutil_test_no_link;
 
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);

@@ -76,6 +76,21 @@ struct side_job {
 	struct ws_err err;
 };
 
+/* Temporaries made ahead of the next create (fsutil_tmp_prepare()): the machine file's,
+ * unnamed and empty, and the workspace file's, unnamed, the template already written and
+ * synced. A create then neither allocates an inode for them nor writes and syncs the
+ * template while it runs: it names the one and fills the other. Made on a side thread after
+ * each write (and at start-up); the next create joins that job, which began before it,
+ * and takes them. Only the loop starts the job, and only while no write runs; only the
+ * write that follows joins it. */
+struct spare {
+	struct side_job job;
+	bool pending;                /* started, not joined yet */
+	bool unsupported;            /* no O_TMPFILE on this file system: not tried again */
+	char *dir;                   /* owned; the machine directory */
+	struct fsutil_tmp main, ws;
+};
+
 struct write_op {
 	uv_work_t work;              /* first member: callbacks cast back */
 	struct write_op *next;
@@ -107,6 +122,7 @@ struct write_op {
 	const char *ws_text;
 	struct gitstage_entry ws_ent; /* the new file's index entry (blob written early) */
 	struct fsutil_tmp main_tmp;  /* the machine file's temporary, made on a side thread */
+	struct fsutil_tmp ws_spare;  /* the workspace file, preset (struct spare); fd -1: none */
 	/* The edit's first result is written to main_tmp (fsync'd, not renamed) and its blob
 	 * made (spec_fill, spec_blob) while the editor checks it; used when the check passes
 	 * that very buffer, dropped otherwise. */
@@ -142,6 +158,7 @@ struct write_op {
 };
 
 struct methods {
+	struct spare spare;
 	struct daemon *d;            /* borrowed: owns us */
 	struct flake *flake;         /* cached parse of the machine file, or NULL */
 	struct ws_err flake_err;     /* why flake is NULL */
@@ -216,6 +233,7 @@ static void op_free(struct write_op *op)
 	for (size_t i = 0; i < op->n_hold; i++)
 		(void)close(op->hold[i]);
 	fsutil_tmp_drop(&op->main_tmp);
+	fsutil_tmp_drop(&op->ws_spare);
 	flake_free(op->new_flake);
 	flake_free(op->f0_cached);
 	json_putp(&op->verify_result);
@@ -587,6 +605,7 @@ static void fail_call(struct rpc_call *call, struct ws_err *err)
 /* ---- the write queue ------------------------------------------------------------------ */
 
 static void op_start(struct write_op *op);
+static void spare_kick(struct methods *m);
 static void machine_recheck(struct methods *m);
 static void dir_watch_check(struct methods *m);
 
@@ -658,6 +677,8 @@ static void op_finish(struct write_op *op)
 		m->recheck_pending = false;
 		machine_recheck(m);
 	}
+	if (!m->d->stopping)
+		spare_kick(m);
 	if (m->d->stopping && !m->head) {
 		daemon_idle(m->d);
 		return;
@@ -684,6 +705,7 @@ static struct write_op *op_new(struct methods *m, enum op_kind kind, struct rpc_
 	op->git = d->git;
 	op->ipam = d->cfg.ipam;
 	op->main_tmp.fd = -1;
+	op->ws_spare.fd = -1;
 	if (!op->repo || !op->machine_dir || !op->machine_file || !op->machine_rel ||
 	    !op->sandbox_root) {
 		op_free(op);
@@ -1046,6 +1068,82 @@ static int side_join(struct side_job *j, int r, struct ws_err *err)
 	return r;
 }
 
+static int spare_step(struct side_job *j)
+{
+	struct spare *sp = j->arg;
+	int r;
+
+	if (sp->main.fd < 0) {
+		r = fsutil_tmp_prepare(sp->dir, &sp->main);
+		if (r == -EOPNOTSUPP || r == -EISDIR || r == -EINVAL) {
+			sp->unsupported = true;
+			return 0;
+		}
+	}
+	if (sp->ws.fd < 0 && fsutil_tmp_prepare(sp->dir, &sp->ws) == 0) {
+		const char *text = flake_workspace_template();
+
+		if (fsutil_tmp_preset(&sp->ws, text, strlen(text)) < 0)
+			fsutil_tmp_drop(&sp->ws);
+	}
+	return 0;
+}
+
+/* Loop, between writes: makes the temporaries the next create will want. */
+static void spare_kick(struct methods *m)
+{
+	struct spare *sp = &m->spare;
+
+	if (sp->pending || sp->unsupported || m->busy || (sp->main.fd >= 0 && sp->ws.fd >= 0))
+		return;
+	if (!sp->dir) {
+		sp->dir = strdup(m->d->machine_dir);
+		if (!sp->dir)
+			return;
+	}
+	side_start(&sp->job, spare_step, NULL, sp, 0);
+	sp->pending = true;
+}
+
+/* Worker of a create: waits for the job making them (it began before this write), then
+ * takes them. */
+static void spare_take(struct write_op *op)
+{
+	struct spare *sp = &op->m->spare;
+	struct ws_err err = {0};
+
+	if (sp->pending) {
+		(void)side_join(&sp->job, 0, &err);
+		ws_err_clear(&err);
+		sp->pending = false;
+	}
+	if (op->main_tmp.fd < 0 && sp->main.fd >= 0) {
+		op->main_tmp = sp->main;
+		sp->main = (struct fsutil_tmp){.fd = -1};
+	}
+	if (op->ws_spare.fd < 0 && sp->ws.fd >= 0) {
+		op->ws_spare = sp->ws;
+		sp->ws = (struct fsutil_tmp){.fd = -1};
+	}
+}
+
+/* At the end: waits for a job still making them, then closes them (nothing to remove:
+ * they have no names). */
+static void spare_free(struct spare *sp)
+{
+	struct ws_err err = {0};
+
+	if (sp->pending) {
+		(void)side_join(&sp->job, 0, &err);
+		ws_err_clear(&err);
+		sp->pending = false;
+	}
+	fsutil_tmp_drop(&sp->main);
+	fsutil_tmp_drop(&sp->ws);
+	free(sp->dir);
+	sp->dir = NULL;
+}
+
 static int blobs_step(struct side_job *j)
 {
 	return gitstage_write_blobs(j->op->git, j->arg, j->n, &j->err);
@@ -1346,11 +1444,46 @@ static void unload_main(struct write_op *op, struct flake *f)
 /* Next to the edit of default.nix, two threads: one writes the workspace file (mostly
  * waiting on fsync), the other reads the index as it is, writes the new file's blob and
  * makes the machine file's temporary. */
+static int ws_dirsync_step(struct side_job *j)
+{
+	int r = fsutil_sync_parent(j->op->ws_path);
+
+	if (r < 0)
+		ws_fail(&j->err, r, 0, "cannot sync the directory of '%s': %s", j->op->ws_rel,
+			strerror(-r));
+	return r;
+}
+
 static int ws_write_step(struct side_job *j)
 {
 	struct write_op *op = j->op;
 	int r;
 
+	if (op->ws_spare.fd >= 0) {
+		/* the template is on disk already: name it (never over a file), then the
+		 * file's new link and the directory are synced at the same time */
+		struct side_job dsync;
+		struct ws_err err = {0};
+		bool linked;
+
+		r = fsutil_tmp_link_new(op->ws_path, &op->ws_spare, FSUTIL_NO_DIR_SYNC, &linked,
+					&err);
+		if (linked) {
+			op->wrote_ws = true; /* undone if anything else fails */
+			side_start(&dsync, ws_dirsync_step, op, NULL, 0);
+			r = side_join(&dsync, r, &err);
+			if (r < 0)
+				ws_err_move(&j->err, &err);
+			ws_err_clear(&err);
+			return r;
+		}
+		if (r == -EEXIST) {
+			ws_err_move(&j->err, &err);
+			return r;
+		}
+		/* not named (another file system, no /proc): the ordinary way */
+		ws_err_clear(&err);
+	}
 	r = fsutil_replace(op->ws_path, op->ws_text, strlen(op->ws_text), FSUTIL_NEW, &j->err);
 	if (r == 0)
 		op->wrote_ws = true; /* undone if anything else fails */
@@ -1453,6 +1586,7 @@ static void create_work_cb(uv_work_t *w)
 		 * thread of its own while this one edits default.nix and checks the result */
 		op->ws_ent = (struct gitstage_entry){.path = op->ws_rel, .buf = op->ws_text,
 						     .len = strlen(op->ws_text)};
+		spare_take(op);
 		side_start(&ws_job, ws_write_step, op, NULL, 0);
 		side_start(&prep_job, ws_prep_step, op, NULL, 0);
 		ws_started = true;
@@ -2572,6 +2706,7 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 		return -ENOMEM;
 	m->d = d;
 	d->m = m;
+	m->spare.main.fd = m->spare.ws.fd = -1;
 	(void)cache_refresh(m, &err);
 	ws_err_clear(&err);
 	r = uv_timer_init(d->loop, &m->dir_timer);
@@ -2600,6 +2735,7 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 				    "next request",
 				    d->machine_dir, uv_strerror(r));
 	}
+	spare_kick(m);
 	*ret_m = m;
 	return 0;
 }
@@ -2644,6 +2780,7 @@ void methods_free(struct methods *m)
 	if (!m)
 		return;
 	m->d->m = NULL;
+	spare_free(&m->spare);
 	if (m->dir_started)
 		(void)uv_fs_event_stop(&m->dir_ev);
 	if (m->dir_inited)

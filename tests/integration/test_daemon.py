@@ -174,6 +174,40 @@ class Create(DaemonTest):
         self.assertIn("workspaces/dev.nix", err["message"])
         self.assertUnchanged(before, repo)
 
+    def test_creates_leave_no_temporaries(self):
+        # the temporaries made ahead between writes have no names: after creates (one
+        # refused, one a dry run) the directories hold exactly the files declared, each a
+        # plain file of its own with the mode a new file gets
+        repo = self.make_repo(fixture("01-no-block.nix"),
+                              extra_files={"machines/atlas/workspaces/taken.nix": "# mine\n"})
+        repo, d = self.start(repo)
+        for name, type in (("a1", "vm"), ("a2", "container"), ("a3", "incus")):
+            self.assertOk(d.create(name, type))
+        self.assertErr(d.create("taken", "vm"), 1013, "FILE_EXISTS")
+        self.assertOk(d.create("dry", "vm", dryRun=True))
+        self.assertOk(d.create("a4", "vm"))
+        mdir = os.path.join(repo.path, "machines", "atlas")
+        self.assertEqual(sorted(os.listdir(mdir)), ["default.nix", "workspaces"])
+        wdir = os.path.join(mdir, "workspaces")
+        self.assertEqual(sorted(os.listdir(wdir)), ["a1.nix", "a2.nix", "a3.nix", "a4.nix",
+                                                    "taken.nix"])
+        mask = os.umask(0)
+        os.umask(mask)
+        texts = set()
+        for n in ("a1", "a2", "a3", "a4"):
+            st = os.stat(os.path.join(wdir, n + ".nix"))
+            self.assertEqual((st.st_mode & 0o7777, st.st_nlink), (0o644 & ~mask, 1))
+            texts.add(repo.read("machines/atlas/workspaces/%s.nix" % n))
+        self.assertEqual(len(texts), 1)
+        self.assertIn(b"environment.systemPackages", texts.pop())
+        self.assertEqual(repo.read("machines/atlas/workspaces/taken.nix"), b"# mine\n")
+        st = os.stat(os.path.join(mdir, "default.nix"))
+        self.assertEqual(st.st_nlink, 1)
+        self.assertEqual(git(repo.path, "status", "--porcelain").split("\n"),
+                         ["M  machines/atlas/default.nix"] +
+                         ["A  machines/atlas/workspaces/a%d.nix" % i for i in (1, 2, 3, 4)] +
+                         [""])
+
     def test_dry_run(self):
         repo, d = self.start(fixture("02-nested-block.nix"))
         before = repo.snapshot()

@@ -159,6 +159,98 @@ static void test_new_never_overwrites(void **unused)
 	rm_rf(dir);
 }
 
+/* An unnamed temporary made ahead (O_TMPFILE): invisible until filled, then named next to
+ * its target and exchanged into place; a preset one becomes a new file under its final
+ * name at once, never over an existing file; one not used leaves nothing behind. */
+static void test_unnamed_temporary(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	char *ws = fsutil_join(dir, "dev.nix");
+	struct fsutil_tmp t, u;
+	struct ws_err err = { 0 };
+	struct stat tmp_st, st;
+	mode_t mask = umask(022);
+	int hidden, old_fd = -1;
+	bool linked;
+
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	assert_int_equal(chmod(p, 0640), 0);
+	if (fsutil_tmp_prepare(dir, &t) < 0) {
+		umask(mask);
+		free(p);
+		free(ws);
+		rm_rf(dir);
+		skip(); /* no O_TMPFILE on this file system */
+	}
+	assert_true(t.fd >= 0 && t.unnamed && !t.path);
+	assert_int_equal(fstat(t.fd, &tmp_st), 0);
+	assert_int_equal(count_entries(dir, &hidden), 1); /* nobody sees it */
+	assert_int_equal(fsutil_tmp_fill(p, "new\n", 4, 0, &t, &err), 0);
+	assert_non_null(t.path); /* named `.default.nix.XXXXXX` for the exchange */
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(hidden, 1);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "old\n", 4, 0, &old_fd, &err), 0);
+	assert_true(old_fd >= 0);
+	close(old_fd);
+	assert_file(p, "new\n");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_ino, tmp_st.st_ino); /* the very inode made ahead */
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(st.st_mode & 07777, 0640); /* the replaced file's mode */
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(hidden, 0);
+
+	/* preset: the content written and synced before it has a name */
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	assert_int_equal(fsutil_tmp_preset(&u, "{ ... }: { }\n", 13), 0);
+	assert_int_equal(count_entries(dir, &hidden), 1);
+	assert_int_equal(fsutil_tmp_link_new(ws, &u, 0, &linked, &err), 0);
+	assert_true(linked);
+	assert_int_equal(u.fd, -1);
+	assert_file(ws, "{ ... }: { }\n");
+	assert_int_equal(stat(ws, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(st.st_nlink, 1);
+	/* never over a file: the one there stays as it was */
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	assert_int_equal(fsutil_tmp_preset(&u, "other\n", 6), 0);
+	assert_int_equal(fsutil_tmp_link_new(ws, &u, 0, &linked, &err), -EEXIST);
+	assert_false(linked);
+	assert_int_equal(err.code, WS_E_FILE_EXISTS);
+	ws_err_clear(&err);
+	assert_int_equal(u.fd, -1);
+	assert_file(ws, "{ ... }: { }\n");
+	/* a preset one is not filled again (its offset is not 0): a named one is made */
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	assert_int_equal(fsutil_tmp_preset(&u, "x", 1), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "newer\n", 6, 0, &u, &err), 0);
+	assert_int_equal(fsutil_tmp_commit(p, &u, 0, &err), 0);
+	assert_file(p, "newer\n");
+	/* one that cannot be named (no /proc): the data goes to a named temporary instead */
+	fsutil_test_no_link = true;
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	assert_int_equal(fsutil_tmp_fill(p, "named\n", 6, 0, &u, &err), 0);
+	assert_false(u.unnamed);
+	assert_int_equal(fsutil_tmp_commit(p, &u, 0, &err), 0);
+	assert_file(p, "named\n");
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	assert_int_equal(fsutil_tmp_preset(&u, "x", 1), 0);
+	assert_true(fsutil_tmp_link_new(ws, &u, 0, &linked, &err) < 0);
+	assert_false(linked); /* ws exists: not ours, whatever the error */
+	ws_err_clear(&err);
+	fsutil_test_no_link = false;
+	/* dropped unused: nothing left */
+	assert_int_equal(fsutil_tmp_prepare(dir, &u), 0);
+	fsutil_tmp_drop(&u);
+	assert_int_equal(count_entries(dir, &hidden), 2);
+	assert_int_equal(hidden, 0);
+	umask(mask);
+	free(p);
+	free(ws);
+	rm_rf(dir);
+}
+
 /* A temporary made ahead is the one renamed into place; one not used is removed. */
 static void test_premade_temporary(void **unused)
 {
@@ -616,6 +708,7 @@ int main(void)
 		cmocka_unit_test(test_read_caps),
 		cmocka_unit_test(test_read_pipe_cap),
 		cmocka_unit_test(test_mkdir_p_join_remove),
+		cmocka_unit_test(test_unnamed_temporary),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
