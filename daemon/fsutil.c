@@ -316,13 +316,13 @@ int fsutil_tmp_link_new(const char *path, struct fsutil_tmp *t, int flags, bool 
 					  "'%s' already exists", path);
 		return ws_fail(err, r, 0, "cannot create '%s': %s", path, strerror(-r));
 	}
-	/* the name is in place: from here on a failure only weakens durability */
+	/* the name is in place: from here on a failure only weakens durability. The content
+	 * was synced before; the new name is made durable by the directory's sync, as after
+	 * a rename (the standard pattern; journaling file systems commit the link count with
+	 * the entry) */
 	*ret_linked = true;
-	r = fsync(t->fd) < 0 ? -errno : 0;
 	(void)close(t->fd);
 	*t = (struct fsutil_tmp){.fd = -1};
-	if (r < 0)
-		return ws_fail(err, r, 0, "cannot sync '%s': %s", path, strerror(-r));
 	return commit_end(dir, flags, err);
 }
 

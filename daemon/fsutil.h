@@ -52,11 +52,11 @@ int fsutil_tmp_prepare(const char *dir, struct fsutil_tmp *t);
  * mode a new file gets (0644 less the umask) and fsyncs it: a new file's content, ready to
  * be named at once with fsutil_tmp_link_new(). */
 int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len);
-/* Names a preset temporary @path, never replacing a file (-EEXIST, WS_E_FILE_EXISTS), and
- * makes that durable: the file (its new link) and, unless FSUTIL_NO_DIR_SYNC, the
- * directory are fsync'd. Its content was synced before it had a name, so no reader ever
- * sees it half written. *ret_linked tells whether @path is now the file (also when a
- * later sync failed). @t is used up either way. */
+/* Names a preset temporary @path (linkat), never replacing a file (-EEXIST,
+ * WS_E_FILE_EXISTS), and, unless FSUTIL_NO_DIR_SYNC, fsyncs the directory. Its content was
+ * synced before it had a name, so no reader ever sees it half written: the steps of
+ * fsutil_replace() with a link for the rename. *ret_linked tells whether @path is now the
+ * file (also when the directory's sync failed). @t is used up either way. */
 int fsutil_tmp_link_new(const char *path, struct fsutil_tmp *t, int flags, bool *ret_linked,
 			struct ws_err *err);
 /* Removes the temporary (made or filled) unless it was renamed into place. */

@@ -1444,40 +1444,20 @@ static void unload_main(struct write_op *op, struct flake *f)
 /* Next to the edit of default.nix, two threads: one writes the workspace file (mostly
  * waiting on fsync), the other reads the index as it is, writes the new file's blob and
  * makes the machine file's temporary. */
-static int ws_dirsync_step(struct side_job *j)
-{
-	int r = fsutil_sync_parent(j->op->ws_path);
-
-	if (r < 0)
-		ws_fail(&j->err, r, 0, "cannot sync the directory of '%s': %s", j->op->ws_rel,
-			strerror(-r));
-	return r;
-}
-
 static int ws_write_step(struct side_job *j)
 {
 	struct write_op *op = j->op;
 	int r;
 
 	if (op->ws_spare.fd >= 0) {
-		/* the template is on disk already: name it (never over a file), then the
-		 * file's new link and the directory are synced at the same time */
-		struct side_job dsync;
+		/* the template is on disk already: name it (never over a file) */
 		struct ws_err err = {0};
 		bool linked;
 
-		r = fsutil_tmp_link_new(op->ws_path, &op->ws_spare, FSUTIL_NO_DIR_SYNC, &linked,
-					&err);
-		if (linked) {
+		r = fsutil_tmp_link_new(op->ws_path, &op->ws_spare, 0, &linked, &err);
+		if (linked)
 			op->wrote_ws = true; /* undone if anything else fails */
-			side_start(&dsync, ws_dirsync_step, op, NULL, 0);
-			r = side_join(&dsync, r, &err);
-			if (r < 0)
-				ws_err_move(&j->err, &err);
-			ws_err_clear(&err);
-			return r;
-		}
-		if (r == -EEXIST) {
+		if (linked || r == -EEXIST) {
 			ws_err_move(&j->err, &err);
 			return r;
 		}
