@@ -274,64 +274,85 @@ out:
  * @rel atomically (temporary in the same directory, write, fsync, rename, fsync of the
  * directory) and that one path staged (git_index_read, add_bypath, index write). @buf's
  * first line is the variant marker, flipped every time so that each write is a change. */
-static int measure_floor(const char *repo, char *buf, size_t len, int iters,
-			 struct bl_samples *s)
+struct floor {
+	git_repository *g;
+	git_index *idx;
+	char *path, *dir, *tmpl;
+	int n;
+};
+
+static void floor_close(struct floor *f)
 {
-	WS_AUTOFREE char *path = bl_strf("%s/" MACHINE_REL, repo);
-	WS_AUTOFREE char *dir = bl_strf("%s/machines/" MACHINE, repo);
-	WS_AUTOFREE char *tmpl = bl_strf("%s/.default.nix.XXXXXX", dir);
+	git_index_free(f->idx);
+	git_repository_free(f->g);
+	free(f->path);
+	free(f->dir);
+	free(f->tmpl);
+	*f = (struct floor){0};
+}
+
+static int floor_open(struct floor *f, const char *repo)
+{
+	*f = (struct floor){0};
+	f->path = bl_strf("%s/" MACHINE_REL, repo);
+	f->dir = bl_strf("%s/machines/" MACHINE, repo);
+	f->tmpl = bl_strf("%s/.default.nix.XXXXXX", f->dir);
+	if (git_repository_open(&f->g, repo) < 0 || git_repository_index(&f->idx, f->g) < 0) {
+		int r = fail(-EIO, "floor: cannot open '%s': %s", repo,
+			     git_error_last() ? git_error_last()->message : "?");
+
+		floor_close(f);
+		return r;
+	}
+	return 0;
+}
+
+/* One write of the floor; its time goes to @s. */
+static int floor_step(struct floor *f, char *buf, size_t len, struct bl_samples *s)
+{
 	size_t voff = sizeof(VARIANT_PREFIX) - 1;
-	git_repository *g = NULL;
-	git_index *idx = NULL;
-	int r = 0;
+	char tmp[PATH_MAX];
+	uint64_t t0;
+	int fd, dfd, r;
 
 	if (len <= voff || strncmp(buf, VARIANT_PREFIX, voff) != 0)
 		return fail(-EINVAL, "floor: the content has no variant line");
-	if (git_repository_open(&g, repo) < 0 || git_repository_index(&idx, g) < 0) {
-		r = fail(-EIO, "floor: cannot open '%s': %s", repo,
-			 git_error_last() ? git_error_last()->message : "?");
-		goto out;
+	buf[voff] = (char)('1' + f->n++ % 2);
+	snprintf(tmp, sizeof(tmp), "%s", f->tmpl);
+	t0 = bl_now_ns();
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return fail(-errno, "floor: cannot create a temporary in '%s'", f->dir);
+	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0 || close(fd) < 0 ||
+	    rename(tmp, f->path) < 0) {
+		r = fail(-errno, "floor: cannot replace '%s'", f->path);
+		(void)unlink(tmp);
+		return r;
 	}
-	for (int i = 0; i < iters; i++) {
-		char tmp[PATH_MAX];
-		uint64_t t0;
-		int fd, dfd;
+	dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		r = fail(-errno, "floor: cannot sync '%s'", f->dir);
+		if (dfd >= 0)
+			(void)close(dfd);
+		return r;
+	}
+	(void)close(dfd);
+	if (git_index_read(f->idx, 0) < 0 || git_index_add_bypath(f->idx, MACHINE_REL) < 0 ||
+	    git_index_write(f->idx) < 0)
+		return fail(-EIO, "floor: cannot stage: %s",
+			    git_error_last() ? git_error_last()->message : "?");
+	return bl_samples_add(s, bl_now_ns() - t0);
+}
 
-		buf[voff] = (char)('1' + i % 2);
-		snprintf(tmp, sizeof(tmp), "%s", tmpl);
-		t0 = bl_now_ns();
-		fd = mkostemp(tmp, O_CLOEXEC);
-		if (fd < 0) {
-			r = fail(-errno, "floor: cannot create a temporary in '%s'", dir);
-			goto out;
-		}
-		if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0 || close(fd) < 0 ||
-		    rename(tmp, path) < 0) {
-			r = fail(-errno, "floor: cannot replace '%s'", path);
-			(void)unlink(tmp);
-			goto out;
-		}
-		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || fsync(dfd) < 0) {
-			r = fail(-errno, "floor: cannot sync '%s'", dir);
-			if (dfd >= 0)
-				(void)close(dfd);
-			goto out;
-		}
-		(void)close(dfd);
-		if (git_index_read(idx, 0) < 0 || git_index_add_bypath(idx, MACHINE_REL) < 0 ||
-		    git_index_write(idx) < 0) {
-			r = fail(-EIO, "floor: cannot stage: %s",
-				 git_error_last() ? git_error_last()->message : "?");
-			goto out;
-		}
-		r = bl_samples_add(s, bl_now_ns() - t0);
-		if (r < 0)
-			goto out;
-	}
-out:
-	git_index_free(idx);
-	git_repository_free(g);
+static int measure_floor(const char *repo, char *buf, size_t len, int iters,
+			 struct bl_samples *s)
+{
+	struct floor f;
+	int r = floor_open(&f, repo);
+
+	for (int i = 0; r >= 0 && i < iters; i++)
+		r = floor_step(&f, buf, len, s);
+	floor_close(&f);
 	return r;
 }
 
@@ -697,6 +718,36 @@ static int bench_rss(struct bench *b, const struct daemon *d)
 
 /* ---- 3. workspace.create next to the I/O floor ---- */
 
+#define QUIET_MS 50
+
+/* One workspace.create of c@name_no (verify none) with request id @id; its round trip in
+ * *ret_ns. The reply must say the files were staged. */
+static int create_one(struct bl_conn *c, size_t n, int id, int name_no, uint64_t *ret_ns)
+{
+	WS_AUTOFREE char *req = bl_strf(
+		"{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"workspace.create\",\"params\":"
+		"{\"name\":\"c%d\",\"type\":\"vm\",\"verify\":\"none\"}}\n",
+		id, name_no);
+	struct json_object *reply, *res, *staged;
+	uint64_t t0 = bl_now_ns();
+	size_t len;
+	char *line;
+	bool ok;
+	int r;
+
+	r = rpc_call(c, req, 60000, &line, &len);
+	if (r < 0)
+		return fail(r, "workspace.create on %zu entries", n);
+	*ret_ns = bl_now_ns() - t0;
+	reply = json_tokener_parse(line);
+	ok = reply && json_object_object_get_ex(reply, "result", &res) &&
+	     json_object_object_get_ex(res, "staged", &staged) && json_object_get_boolean(staged);
+	json_object_put(reply);
+	if (!ok)
+		return fail(-EPROTO, "workspace.create on %zu entries: %s", n, line);
+	return 0;
+}
+
 static int bench_create(struct bench *b, size_t n)
 {
 	WS_AUTOFREE char *tag = bl_strf("create%zu", n);
@@ -704,9 +755,10 @@ static int bench_create(struct bench *b, size_t n)
 	WS_AUTOFREE char *floor_repo = bl_strf("%s/%s/floor", b->root, tag);
 	WS_AUTOFREE char *machine = bl_strf("%s/" MACHINE_REL, repo);
 	WS_AUTOFREE char *text = NULL;
-	struct bl_samples sc = {0}, sf = {0};
+	struct bl_samples sc = {0}, sf = {0}, sb = {0};
 	struct bl_conn c = {.fd = -1};
 	struct daemon d = {.pid = -1};
+	struct floor fl = {0};
 	int creates = b->quick ? 10 : 30, r;
 	int64_t cpu0 = -1, cpu1 = -1;
 	long rss = -1;
@@ -717,6 +769,9 @@ static int bench_create(struct bench *b, size_t n)
 		r = make_repo(floor_repo, n, "w");
 	if (r < 0)
 		goto out;
+	r = floor_open(&fl, floor_repo);
+	if (r < 0)
+		goto out;
 	r = daemon_start(b, repo, tag, &d);
 	if (r < 0)
 		goto out;
@@ -725,81 +780,92 @@ static int bench_create(struct bench *b, size_t n)
 		r = fail(r, "cannot connect to '%s'", d.socket);
 		goto out;
 	}
-	/* two warm-up creates, then the measured ones; every name is new */
+	/* two warm-up creates, then the measured ones, each next to a floor write; every
+	 * name is new. Each create and each floor write starts on a quiet machine (QUIET_MS
+	 * after the step before): the latency of one request, where the work a step leaves
+	 * behind (the daemon's after its reply, the disk's after a sync) does not fall on the
+	 * other's clock. */
 	for (int i = -2; i < creates; i++) {
-		WS_AUTOFREE char *req = bl_strf(
-			"{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"workspace.create\",\"params\":"
-			"{\"name\":\"c%d\",\"type\":\"vm\",\"verify\":\"none\"}}\n",
-			i + 10, i + 2);
-		struct json_object *reply, *res, *staged;
-		char *line;
-		uint64_t t0;
-		bool ok;
+		uint64_t ns;
 
-		t0 = bl_now_ns();
-		r = rpc_call(&c, req, 60000, &line, &len);
-		if (r < 0) {
-			r = fail(r, "workspace.create on %zu entries", n);
-			goto out;
-		}
-		if (i >= 0 && (r = bl_samples_add(&sc, bl_now_ns() - t0)) < 0)
+		if (i >= 0)
+			(void)usleep(QUIET_MS * 1000);
+		r = create_one(&c, n, i + 10, i + 2, &ns);
+		if (r < 0)
 			goto out;
 		if (i == -1)
 			cpu0 = bl_cpu_ns(d.pid);
-		reply = json_tokener_parse(line);
-		ok = reply && json_object_object_get_ex(reply, "result", &res) &&
-		     json_object_object_get_ex(res, "staged", &staged) &&
-		     json_object_get_boolean(staged);
-		json_object_put(reply);
-		if (!ok) {
-			r = fail(-EPROTO, "workspace.create on %zu entries: %s", n, line);
+		if (i < 0)
+			continue;
+		r = bl_samples_add(&sc, ns);
+		if (r < 0)
+			goto out;
+		/* the floor writes the file as the daemon left it: the same size */
+		free(text);
+		text = NULL;
+		r = bl_read_file(machine, &text, &len);
+		if (r < 0) {
+			r = fail(r, "cannot read '%s'", machine);
 			goto out;
 		}
+		(void)usleep(QUIET_MS * 1000);
+		r = floor_step(&fl, text, len, &sf);
+		if (r < 0)
+			goto out;
+	}
+	cpu1 = bl_cpu_ns(d.pid);
+	/* and as many back to back, the next sent as soon as the reply is in */
+	for (int i = 0; i < creates; i++) {
+		uint64_t ns;
+
+		r = create_one(&c, n, creates + i + 10, creates + i + 2, &ns);
+		if (r < 0)
+			goto out;
+		r = bl_samples_add(&sb, ns);
+		if (r < 0)
+			goto out;
 	}
 	rss = bl_rss_kib(d.pid);
-	cpu1 = bl_cpu_ns(d.pid);
 	bl_conn_close(&c);
 	daemon_stop(&d);
 	/* the last create really is in the index */
 	{
-		WS_AUTOFREE char *needle = bl_strf("workspaces.c%d", creates + 1);
+		WS_AUTOFREE char *needle = bl_strf("workspaces.c%d", 2 * creates + 1);
 
 		r = index_blob_contains(repo, MACHINE_REL, needle);
 		if (r < 0)
 			goto out;
 		if (r == 0) {
 			r = fail(-EIO, "the staged %s does not declare c%d", MACHINE_REL,
-				 creates + 1);
+				 2 * creates + 1);
 			goto out;
 		}
 	}
-	/* the floor writes the file as the daemon left it: the same size */
-	r = bl_read_file(machine, &text, &len);
-	if (r < 0) {
-		r = fail(r, "cannot read '%s'", machine);
-		goto out;
-	}
-	r = measure_floor(floor_repo, text, len, creates, &sf);
-	if (r < 0)
-		goto out;
 	add_row(b, n == 1000 ? ROW_RATIO_MAX : ROW_INFO, UNIT_NS, (double)bl_median(&sc),
 		(double)bl_median(&sf), 1.3, "workspace.create, %zu entries, median (floor)", n);
 	if (cpu0 >= 0 && cpu1 >= cpu0)
 		add_row(b, ROW_INFO, UNIT_NS, (double)(cpu1 - cpu0) / creates, -1, 0,
 			"  daemon CPU per create, %zu entries (mean)", n);
+	add_row(b, ROW_INFO, UNIT_NS, (double)bl_median(&sb), (double)bl_median(&sf), 0,
+		"  back to back, %zu entries, median (floor)", n);
 	if (n == 1000 && rss > 0)
 		add_row(b, ROW_INFO, UNIT_KIB, (double)rss, -1, 0,
 			"workspaced RSS after creates on %zu", n);
 	if (n == 1000)
 		note(b, "3: median of %d creates (verify none), each a new name; floor: one atomic "
 			"write of a %zu-byte file + one index write in a repository of the same "
-			"size.", creates, len);
+			"size, one after each create (the file as the daemon left it); each starts "
+			"%d ms after the step before. Back to back: %d more creates, each sent as "
+			"soon as the reply before is in (no floor writes between).", creates, len,
+		     QUIET_MS, creates);
 	r = 0;
 out:
 	bl_conn_close(&c);
 	daemon_stop(&d);
+	floor_close(&fl);
 	bl_samples_clear(&sc);
 	bl_samples_clear(&sf);
+	bl_samples_clear(&sb);
 	return r;
 }
 
