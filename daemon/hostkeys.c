@@ -662,14 +662,23 @@ static int hk_sync(struct hostkeys *hk, bool rescan, struct ws_err *err)
 	return hk_sync_ex(hk, rescan, false, err);
 }
 
+static const char *hk_name_of(const void *elem)
+{
+	return ((const struct hk_name *)elem)->name;
+}
+
+/* Where @name is in the sorted set, or would go (*ret_pos); true when it is there. */
+static bool hk_pos(const struct hostkeys *hk, const char *name, size_t *ret_pos)
+{
+	return ws_sorted_find(hk->names, hk->n_names, sizeof(*hk->names), hk_name_of, name,
+			      ret_pos);
+}
+
 static struct hk_name *hk_find(struct hostkeys *hk, const char *name)
 {
-	size_t i;
+	size_t pos;
 
-	for (i = 0; i < hk->n_names; i++)
-		if (strcmp(hk->names[i].name, name) == 0)
-			return &hk->names[i];
-	return NULL;
+	return hk_pos(hk, name, &pos) ? &hk->names[pos] : NULL;
 }
 
 /* The path component below hk->anc on the way to the root. */
@@ -1097,25 +1106,16 @@ int hostkeys_set_names(struct hostkeys *hk, const char *const *names, size_t n,
 
 int hostkeys_add_name(struct hostkeys *hk, const char *name, struct ws_err *err)
 {
-	size_t lo = 0, hi = hk->n_names;
 	struct hk_name *grown;
+	size_t lo;
 	char *copy;
 
 	if (!hk_name_ok(name))
 		return ws_fail(err, -EINVAL, WS_E_NAME_INVALID,
 			       "'%s' cannot name a directory under the sandbox root",
 			       name ? name : "");
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(hk->names[mid].name, name);
-
-		if (c == 0)
-			return 0;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	if (hk_pos(hk, name, &lo))
+		return 0;
 	copy = strdup(name);
 	grown = copy ? realloc(hk->names, (hk->n_names + 1) * sizeof(*grown)) : NULL;
 	if (!grown) {

@@ -226,25 +226,18 @@ static int journal_set(struct state *st, struct json_object *o)
 	return 0;
 }
 
+static const char *key_name_of(const void *elem)
+{
+	return ((const struct state_hostkey *)elem)->name;
+}
+
 static size_t key_find(const struct state *st, const char *name, bool *ret_found)
 {
-	size_t lo = 0, hi = st->nkeys;
+	size_t pos;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(st->keys[mid].name, name);
-
-		if (c == 0) {
-			*ret_found = true;
-			return mid;
-		}
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*ret_found = false;
-	return lo;
+	*ret_found = ws_sorted_find(st->keys, st->nkeys, sizeof(*st->keys), key_name_of, name,
+				    &pos);
+	return pos;
 }
 
 static size_t rel_find(const struct state *st, uint32_t ip, bool *ret_found)

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "unitstate.h"
+#include "ws_proto.h"
 #include "ws_macros.h"
 
 #define SD_DEST "org.freedesktop.systemd1"
@@ -127,22 +128,43 @@ static void unit_free(struct us_unit *un)
 }
 
 /* u->units is kept sorted by name: look-ups are binary searches. */
+static const char *unit_name_of(const void *elem)
+{
+	return (*(struct us_unit *const *)elem)->name;
+}
+
+/* Where @name is in the sorted set, or would go (*ret_pos); true when it is there. */
+static bool unit_pos(const struct unitstate *u, const char *name, size_t *ret_pos)
+{
+	return ws_sorted_find(u->units, u->n_units, sizeof(*u->units), unit_name_of, name,
+			      ret_pos);
+}
+
 static struct us_unit *unit_find(const struct unitstate *u, const char *name)
 {
-	size_t lo = 0, hi = u->n_units;
+	size_t pos;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(u->units[mid]->name, name);
+	return unit_pos(u, name, &pos) ? u->units[pos] : NULL;
+}
 
-		if (c == 0)
-			return u->units[mid];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
+/* A unit not watched yet: no owner until unit_attach(). NULL when out of memory. */
+static struct us_unit *unit_new(const char *name)
+{
+	struct us_unit *un = calloc(1, sizeof(*un));
+
+	if (un && !(un->name = strdup(name))) {
+		free(un);
+		un = NULL;
 	}
-	return NULL;
+	return un;
+}
+
+/* @un joins @u's set (it is in u->units already): its state is asked for. */
+static void unit_attach(struct unitstate *u, struct us_unit *un)
+{
+	un->u = u;
+	if (u->conn && unit_query(un) < 0)
+		unit_set(un, NULL, NULL, true);
 }
 
 static int cmp_str_ptr(const void *a, const void *b)
@@ -591,11 +613,7 @@ int unitstate_watch(struct unitstate *u, const char *const *units, size_t n)
 		un = unit_find(u, sorted[i]);
 		if (!un) {
 			/* new units have no owner until the new set is committed */
-			un = calloc(1, sizeof(*un));
-			if (un && !(un->name = strdup(sorted[i]))) {
-				free(un);
-				un = NULL;
-			}
+			un = unit_new(sorted[i]);
 			if (!un) {
 				for (size_t q = 0; q < k; q++)
 					if (!next[q]->u)
@@ -618,15 +636,9 @@ int unitstate_watch(struct unitstate *u, const char *const *units, size_t n)
 	free(u->units);
 	u->units = next;
 	u->n_units = k;
-	for (size_t i = 0; i < k; i++) {
-		struct us_unit *un = u->units[i];
-
-		if (un->u)
-			continue;
-		un->u = u;
-		if (u->conn && unit_query(un) < 0)
-			unit_set(un, NULL, NULL, true);
-	}
+	for (size_t i = 0; i < k; i++)
+		if (!u->units[i]->u)
+			unit_attach(u, u->units[i]);
 	if (u->conn)
 		conn_update(u->conn);
 	return 0;
@@ -634,38 +646,22 @@ int unitstate_watch(struct unitstate *u, const char *const *units, size_t n)
 
 int unitstate_add(struct unitstate *u, const char *unit)
 {
-	size_t lo = 0, hi = u->n_units;
 	struct us_unit **grown, *un;
+	size_t pos;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(u->units[mid]->name, unit);
-
-		if (c == 0)
-			return 0;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	un = calloc(1, sizeof(*un));
-	if (un && !(un->name = strdup(unit))) {
-		free(un);
-		un = NULL;
-	}
+	if (unit_pos(u, unit, &pos))
+		return 0;
+	un = unit_new(unit);
 	grown = un ? realloc(u->units, (u->n_units + 1) * sizeof(*grown)) : NULL;
 	if (!grown) {
-		if (un)
-			unit_free(un);
+		unit_free(un);
 		return -ENOMEM;
 	}
 	u->units = grown;
-	memmove(&grown[lo + 1], &grown[lo], (u->n_units - lo) * sizeof(*grown));
-	grown[lo] = un;
+	memmove(&grown[pos + 1], &grown[pos], (u->n_units - pos) * sizeof(*grown));
+	grown[pos] = un;
 	u->n_units++;
-	un->u = u;
-	if (u->conn && unit_query(un) < 0)
-		unit_set(un, NULL, NULL, true);
+	unit_attach(u, un);
 	if (u->conn)
 		conn_update(u->conn);
 	return 0;

@@ -377,3 +377,25 @@ void ws_buf_printf(struct ws_buf *b, const char *fmt, ...)
 	ws_buf_add(b, s, (size_t)n);
 	free(s);
 }
+
+bool ws_sorted_find(const void *base, size_t n, size_t size,
+		    const char *(*name_of)(const void *elem), const char *name, size_t *ret_pos)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name_of((const char *)base + mid * size), name);
+
+		if (c == 0) {
+			*ret_pos = mid;
+			return true;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*ret_pos = lo;
+	return false;
+}

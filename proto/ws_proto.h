@@ -118,4 +118,10 @@ void ws_buf_printf(struct ws_buf *b, const char *fmt, ...) WS_PRINTF(2, 3);
 /* json-c cleanup for WS_AUTO(json_putp). */
 void json_putp(struct json_object **o);
 
+/* Binary search of an array sorted by name (strcmp): @n elements of @size bytes from @base,
+ * @name_of giving each one's name. Where @name is, or would go (*ret_pos); true when it is
+ * there. */
+bool ws_sorted_find(const void *base, size_t n, size_t size,
+		    const char *(*name_of)(const void *elem), const char *name, size_t *ret_pos);
+
 #endif

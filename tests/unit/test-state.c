@@ -344,6 +344,37 @@ static void test_journal_and_restore(void **unused)
 	rm_rf(dir);
 }
 
+static const char *str_of(const void *elem)
+{
+	return *(const char *const *)elem;
+}
+
+/* The sorted-array search the host keys here (and the watched names) use: the position of
+ * a name, or where it would go. */
+static void test_sorted_find(void **unused)
+{
+	static const char *const names[] = {"alpha", "beta", "delta", "gamma"};
+	static const struct {
+		const char *name;
+		bool found;
+		size_t pos;
+	} cases[] = {{"alpha", true, 0}, {"beta", true, 1}, {"gamma", true, 3},
+		     {"a", false, 0},    {"bz", false, 2},  {"zeta", false, 4},
+		     {"delta", true, 2}, {"", false, 0}};
+	size_t pos = 99;
+
+	(void)unused;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pos = 99;
+		assert_int_equal(ws_sorted_find(names, 4, sizeof(names[0]), str_of, cases[i].name,
+						&pos),
+				 cases[i].found);
+		assert_int_equal(pos, cases[i].pos);
+	}
+	assert_false(ws_sorted_find(names, 0, sizeof(names[0]), str_of, "alpha", &pos));
+	assert_int_equal(pos, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +384,7 @@ int main(void)
 		cmocka_unit_test(test_corrupt_file_named),
 		cmocka_unit_test(test_held_ips_expire),
 		cmocka_unit_test(test_journal_and_restore),
+		cmocka_unit_test(test_sorted_find),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
