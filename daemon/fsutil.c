@@ -5,6 +5,8 @@
  * that the old bytes are still the ones a caller parsed: callers compare before replacing. */
 #include "fsutil.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -56,8 +58,12 @@ static int fsync_dir(const char *dir)
 	return 0;
 }
 
+static mode_t umask_kept;
+static bool umask_is_kept;
+
 /* The process umask without changing it (umask(2) would race with other threads):
- * Linux reports it in /proc/self/status; fall back to the usual 022. */
+ * Linux reports it in /proc/self/status; fall back to the usual 022. The one kept by
+ * fsutil_umask_keep() when there is one. */
 static mode_t current_umask(void)
 {
 	char line[256];
@@ -65,6 +71,8 @@ static mode_t current_umask(void)
 	mode_t r = 022;
 	FILE *f;
 
+	if (umask_is_kept)
+		return umask_kept;
 	f = fopen("/proc/self/status", "re");
 	if (!f)
 		return r;
@@ -76,6 +84,62 @@ static mode_t current_umask(void)
 	}
 	fclose(f);
 	return r;
+}
+
+void fsutil_umask_keep(void)
+{
+	umask_is_kept = false;
+	umask_kept = current_umask();
+	umask_is_kept = true;
+}
+
+/* Whether @name is `.<base>.XXXXXX`, as fsutil_tmp_make() and name_unnamed() name a
+ * temporary: six letters or digits, not all of them small letters (".default.nix.backup"
+ * is somebody's file; a random suffix is all small letters once in 200 times, and such a
+ * temporary is then left to its owner). */
+static bool is_tmp_name(const char *name, const char *base)
+{
+	size_t n = strlen(name), blen = strlen(base);
+	bool mixed = false;
+
+	if (n != blen + 8 || name[0] != '.' || strncmp(name + 1, base, blen) != 0 ||
+	    name[n - 7] != '.')
+		return false;
+	for (size_t i = n - 6; i < n; i++) {
+		if (!isalnum((unsigned char)name[i]))
+			return false;
+		mixed |= !islower((unsigned char)name[i]);
+	}
+	return mixed;
+}
+
+int fsutil_remove_stale_tmps(const char *dir, const char *base, void (*removed)(const char *path))
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		WS_AUTOFREE char *path = NULL;
+		struct stat st;
+
+		if (!is_tmp_name(de->d_name, base))
+			continue;
+		path = fsutil_join(dir, de->d_name);
+		if (!path || lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid())
+			continue;
+		if (unlink(path) == 0) {
+			n++;
+			if (removed)
+				removed(path);
+		}
+	}
+	closedir(d);
+	if (n > 0)
+		(void)fsync_dir(dir);
+	return n;
 }
 
 int fsutil_write_all(int fd, const void *buf, size_t len)

@@ -89,6 +89,16 @@ extern bool fsutil_test_no_exchange;
 /* Tests only (false otherwise): unnamed temporaries cannot be named (as without /proc). */
 extern bool fsutil_test_no_link;
 
+/* Reads the umask once, while the process has one thread, for every later new file: code
+ * that sets a umask for a moment (the socket's bind) cannot then leak it into a file made
+ * on another thread in that moment. */
+void fsutil_umask_keep(void);
+/* Removes the temporaries a process that died mid-write left in @dir: regular files of
+ * ours named `.<base>.XXXXXX` as fsutil_tmp_make() names them (the six characters not all
+ * small letters). Only for a directory nobody else writes such files into (the daemon
+ * holds the repository's lock). @removed (may be NULL) is told each path. Returns how
+ * many, or a negative errno. */
+int fsutil_remove_stale_tmps(const char *dir, const char *base, void (*removed)(const char *path));
 /* write() until all of @buf is written (EINTR retried). Returns 0 or a negative errno. */
 int fsutil_write_all(int fd, const void *buf, size_t len);
 /* Removes @path (a file we created) and fsyncs its directory. -ENOENT is not an error. */

@@ -282,6 +282,11 @@ static int start_listening(struct daemon *d, struct ws_err *err)
 				      gid == (gid_t)-1 ? 0600 : 0660, gid, err);
 }
 
+static void log_stale_tmp(const char *path)
+{
+	log_info("removed %s, a temporary file left by a write that did not finish", path);
+}
+
 int main(int argc, char **argv)
 {
 	struct daemon d = {.repo_lock = -1, .state_lock = -1};
@@ -318,12 +323,16 @@ int main(int argc, char **argv)
 	}
 	log_set_level(d.cfg.log_level);
 	(void)signal(SIGPIPE, SIG_IGN);
+	fsutil_umask_keep(); /* one thread still: see rpc_server_listen_path() */
 
 	r = startup_checks(&d, &err);
 	if (r < 0) {
 		log_error("%s", err.message[0] ? err.message : strerror(-r));
 		goto out;
 	}
+	/* the repository's lock is ours now: a temporary named next to default.nix is one a
+	 * daemon killed mid-write left */
+	(void)fsutil_remove_stale_tmps(d.machine_dir, "default.nix", log_stale_tmp);
 	d.loop = uv_default_loop();
 	d.started = time(NULL);
 	r = methods_new(&d, &d.m);

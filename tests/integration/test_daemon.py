@@ -208,6 +208,25 @@ class Create(DaemonTest):
                          ["A  machines/atlas/workspaces/a%d.nix" % i for i in (1, 2, 3, 4)] +
                          [""])
 
+    def test_stale_temporary_removed_at_start(self):
+        # a daemon killed between naming default.nix's replacement and the exchange leaves
+        # `.default.nix.XXXXXX`; the next one (holding the repository's lock) removes it,
+        # and nothing that only looks like one
+        repo = self.make_repo(fixture("01-no-block.nix"), commit=False)
+        mdir = os.path.join(repo.path, "machines", "atlas")
+        for name in (".default.nix.backup", ".default.nix.orig"):
+            with open(os.path.join(mdir, name), "w") as f:
+                f.write("{ }\n")
+        git(repo.path, "add", "-A")
+        git(repo.path, "commit", "-qm", "init")
+        with open(os.path.join(mdir, ".default.nix.Zx9Yw8"), "w") as f:
+            f.write("{ left = true; }\n")
+        repo, d = self.start(repo)
+        self.assertEqual(sorted(n for n in os.listdir(mdir) if n.startswith(".")),
+                         [".default.nix.backup", ".default.nix.orig"])
+        self.assertEqual(git(repo.path, "status", "--porcelain"), "")
+        self.assertOk(d.create("a1", "vm"))
+
     def test_dry_run(self):
         repo, d = self.start(fixture("02-nested-block.nix"))
         before = repo.snapshot()

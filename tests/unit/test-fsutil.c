@@ -251,6 +251,72 @@ static void test_unnamed_temporary(void **unused)
 	rm_rf(dir);
 }
 
+/* The temporaries of a daemon killed mid-write go at the next start; anything that only
+ * looks a bit like one stays. */
+static void test_remove_stale_tmps(void **unused)
+{
+	static const char *const stay[] = {"default.nix", ".default.nix.backup",
+					   ".default.nix.Ab12C", ".other.nix.Ab12Cd",
+					   ".default.nix.Ab12Cd.x", "default.nix.Ab12Cd"};
+	char *dir = h_tmpdir();
+	char *sub = fsutil_join(dir, ".default.nix.Zz99Zz");
+	int hidden;
+
+	(void)unused;
+	for (size_t i = 0; i < sizeof(stay) / sizeof(stay[0]); i++) {
+		char *p = fsutil_join(dir, stay[i]);
+
+		h_write(p, "x", 1);
+		free(p);
+	}
+	assert_int_equal(mkdir(sub, 0755), 0); /* not a regular file */
+	for (int i = 0; i < 2; i++) {
+		char *p = fsutil_join(dir, i ? ".default.nix.q1W2e3" : ".default.nix.Ab12Cd");
+
+		h_write(p, "left behind\n", 12);
+		free(p);
+	}
+	assert_int_equal(count_entries(dir, &hidden), 9);
+	assert_int_equal(fsutil_remove_stale_tmps(dir, "default.nix", NULL), 2);
+	assert_int_equal(count_entries(dir, &hidden), 7);
+	assert_int_equal(fsutil_remove_stale_tmps(dir, "default.nix", NULL), 0);
+	assert_int_equal(fsutil_remove_stale_tmps("/nonexistent/dir", "default.nix", NULL), 0);
+	free(sub);
+	rm_rf(dir);
+}
+
+/* The umask read once at start-up serves every later new file, whatever umask another
+ * thread sets for a moment (the socket's bind). Last: it changes fsutil for the process. */
+static void test_umask_kept(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "new.nix");
+	char *q = fsutil_join(dir, "other.nix");
+	struct fsutil_tmp t;
+	struct ws_err err = { 0 };
+	mode_t mask = umask(022);
+	struct stat st;
+	bool linked;
+
+	(void)unused;
+	fsutil_umask_keep();
+	umask(0177); /* as while the socket is bound */
+	assert_int_equal(fsutil_replace(p, "x\n", 2, FSUTIL_NEW, &err), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	if (fsutil_tmp_prepare(dir, &t) == 0) {
+		assert_int_equal(fsutil_tmp_preset(&t, "y\n", 2), 0);
+		assert_int_equal(fsutil_tmp_link_new(q, &t, 0, &linked, &err), 0);
+		assert_int_equal(stat(q, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0644);
+	}
+	umask(mask);
+	fsutil_umask_keep();
+	free(p);
+	free(q);
+	rm_rf(dir);
+}
+
 /* A temporary made ahead is the one renamed into place; one not used is removed. */
 static void test_premade_temporary(void **unused)
 {
@@ -709,6 +775,8 @@ int main(void)
 		cmocka_unit_test(test_read_pipe_cap),
 		cmocka_unit_test(test_mkdir_p_join_remove),
 		cmocka_unit_test(test_unnamed_temporary),
+		cmocka_unit_test(test_remove_stale_tmps),
+		cmocka_unit_test(test_umask_kept),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
