@@ -1762,11 +1762,20 @@ static void verify_done_cb(void *userdata, int ok, struct json_object *result)
 
 		if (result && json_object_object_get_ex(result, "message", &v))
 			msg = json_object_get_string(v);
+		/* what to change when the check itself cannot work on this machine */
+		const char *hint =
+			op->verify == VERIFY_BUILD
+				? "; to check less, use --verify parse, or set build-command to "
+				  "what builds this machine here"
+			: op->verify == VERIFY_EVAL
+				? "; to check less, use --verify parse, or set eval-command to "
+				  "what evaluates this machine here"
+				: "";
+
 		ws_fail(&op->err, -EIO, WS_E_VERIFY_FAILED,
 			"verification (%s) failed%s%s; nothing was changed (the log tail is in the "
-			"error data; to check less, use verify parse, or set build-command to what "
-			"builds this machine here)",
-			verify_level_to_string(op->verify), msg ? ": " : "", msg ? msg : "");
+			"error data%s)",
+			verify_level_to_string(op->verify), msg ? ": " : "", msg ? msg : "", hint);
 		if (result) {
 			json_object_object_foreach(result, k, val)
 			{

@@ -257,6 +257,7 @@ class Create(DaemonTest):
         before = repo.snapshot()
         err = self.assertErr(d.create("dev", "container"), 1040, "VERIFY_FAILED")
         self.assertIn("nix-instantiate", err["message"])
+        self.assertNotIn("to check less", err["message"])  # parse is the least
         self.assertUnchanged(before, repo)
 
     def test_verify_build_failure_restores_everything(self):
@@ -267,6 +268,13 @@ class Create(DaemonTest):
         self.assertEqual(err["data"]["level"], "build")
         self.assertEqual(err["data"]["exitStatus"], 3)
         self.assertIn("error: boom", err["data"]["log"])
+        self.assertIn("use --verify parse, or set build-command", err["message"])
+        self.assertUnchanged(before, repo)
+        # the hint names the setting of the level that failed
+        err = self.assertErr(d.create("web", "container", verify="eval"), 1040,
+                             "VERIFY_FAILED")
+        self.assertEqual(err["data"]["level"], "eval")
+        self.assertIn("use --verify parse, or set eval-command", err["message"])
         self.assertUnchanged(before, repo)
         self.assertEqual(git(repo.path, "status", "--porcelain"), "")
         # the address was not consumed
