@@ -302,10 +302,10 @@ int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len)
 	return r;
 }
 
-/* Gives the unnamed temporary @t the name @name (linkat through /proc/self/fd: an
- * AT_EMPTY_PATH link needs a capability). -EEXIST when the name is taken. */
 bool fsutil_test_no_link;
 
+/* Gives the unnamed temporary @t the name @name (linkat through /proc/self/fd: an
+ * AT_EMPTY_PATH link needs a capability). -EEXIST when the name is taken. */
 static int link_unnamed(struct fsutil_tmp *t, const char *name)
 {
 	char proc[64];

@@ -489,7 +489,7 @@ static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oi
  * A lock that is only held (@for_write false) is a second name for the index itself,
  * link(index, index.lock): as exclusive as git's open(O_CREAT|O_EXCL), but no inode is made
  * and freed for it (on ext4 without a journal every allocation scans the inodes freed in
- * the last seconds). Nothing is ever written through it. Where linking fails for any
+ * the last minute or more). Nothing is ever written through it. Where linking fails for any
  * other reason than a lock that exists (no index yet, a file system without hard links),
  * and for a lock to be written (@for_write), the lock is a new file as git makes it.
  * Returns the lock's fd (LOCK_LINKED for the link), or -EEXIST while another holds it. */
