@@ -86,6 +86,11 @@ static mode_t current_umask(void)
 	return r;
 }
 
+mode_t fsutil_umask(void)
+{
+	return current_umask();
+}
+
 void fsutil_umask_keep(void)
 {
 	umask_is_kept = false;
@@ -316,6 +321,13 @@ static int link_unnamed(struct fsutil_tmp *t, const char *name)
 	if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
 	return 0;
+}
+
+int fsutil_link_unnamed(int fd, const char *path)
+{
+	struct fsutil_tmp t = {.fd = fd, .unnamed = true};
+
+	return link_unnamed(&t, path);
 }
 
 /* Names the unnamed temporary `.<name>.XXXXXX` next to @path, as fsutil_tmp_make() would

@@ -93,6 +93,10 @@ extern bool fsutil_test_no_link;
  * that sets a umask for a moment (the socket's bind) cannot then leak it into a file made
  * on another thread in that moment. */
 void fsutil_umask_keep(void);
+/* The umask new files get (the kept one, after fsutil_umask_keep()). */
+mode_t fsutil_umask(void);
+/* Gives the unnamed file @fd (O_TMPFILE) the name @path; -EEXIST when it is taken. */
+int fsutil_link_unnamed(int fd, const char *path);
 /* Removes the temporaries a process that died mid-write left in @dir: regular files of
  * ours named `.<base>.XXXXXX` as fsutil_tmp_make() names them (the six characters not all
  * small letters). Only for a directory nobody else writes such files into (the daemon

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <git2.h>
+#include <zlib.h>
 
 _Static_assert(sizeof(((git_oid *)0)->id) == GITSTAGE_ID_LEN, "GITSTAGE_ID_LEN is a git_oid");
 
@@ -30,6 +31,12 @@ _Static_assert(sizeof(((git_oid *)0)->id) == GITSTAGE_ID_LEN, "GITSTAGE_ID_LEN i
 struct gitstage {
 	git_repository *repo; /* owned */
 	git_index *index;     /* owned reference to the repository's index */
+	git_odb *odb;         /* owned reference to its object database: libgit2 locks it
+			       * itself, so blobs are written without @lock */
+	char *objdir;         /* owned; where loose objects go (see loose_write()) */
+	bool loose_direct;    /* loose_write() may be used (atomic: any thread clears it) */
+	int loose_spare;      /* an unnamed file in @objdir for the next object, or -1
+			       * (atomic: gitstage_prepare() fills it, a blob write takes it) */
 	char *workdir;        /* owned; absolute, no trailing '/' */
 	char *gitdir;         /* owned; absolute, no trailing '/' */
 	char *index_path;     /* owned; gitdir/index */
@@ -41,7 +48,8 @@ struct gitstage {
 	size_t memo_len;
 	git_oid memo_id;
 	/* libgit2's objects are not to be used by two threads at once, and a write runs some
-	 * of its steps on threads of their own: every call below holds this */
+	 * of its steps on threads of their own: every call below holds this, except the blob
+	 * writes (gitstage_write_blobs(), through @odb only) */
 	pthread_mutex_t lock;
 };
 
@@ -226,6 +234,164 @@ static int open_fail(const char *workdir, int g, struct ws_err *err)
 	return git_fail(g, err);
 }
 
+/* ---- loose objects ---------------------------------------------------------------- */
+
+/* A new blob is written as git writes a loose object (objects/xx/yyyy..., the zlib stream
+ * of "blob LEN\0" and the bytes at the fastest level, git's and libgit2's default for loose
+ * objects, mode 0444), into an unnamed file made ahead (gitstage_prepare()) and then named
+ * with one link(2): no temporary name is made, renamed and freed for each object, as
+ * libgit2's writer does, and the file is made off the request's path. Like libgit2's writer
+ * (and git's default core.fsync) it does not fsync objects. What this path does not cover
+ * goes to libgit2's writer: a shared repository (core.sharedRepository sets the modes),
+ * core.fsyncObjectFiles, a file system without O_TMPFILE, no /proc. */
+#define LOOSE_MODE 0444
+#define LOOSE_DIR_MODE 0777
+
+static bool config_set(git_config *cfg, const char *key)
+{
+	git_config_entry *ce = NULL;
+	bool set = git_config_get_entry(&ce, cfg, key) == 0;
+
+	git_config_entry_free(ce);
+	git_error_clear();
+	return set;
+}
+
+static int loose_setup(struct gitstage *g)
+{
+	git_config *cfg = NULL;
+	int fsync_objects = 0;
+
+	g->objdir = fsutil_join(git_repository_commondir(g->repo), "objects");
+	if (!g->objdir)
+		return -ENOMEM;
+	if (git_repository_config_snapshot(&cfg, g->repo) < 0) {
+		git_error_clear();
+		return 0; /* loose_direct stays false: libgit2 decides */
+	}
+	if (git_config_get_bool(&fsync_objects, cfg, "core.fsyncObjectFiles") < 0) {
+		fsync_objects = 0;
+		git_error_clear();
+	}
+	g->loose_direct = !fsync_objects && !config_set(cfg, "core.sharedRepository");
+	git_config_free(cfg);
+	return 0;
+}
+
+static bool loose_on(const struct gitstage *g)
+{
+	return __atomic_load_n(&g->loose_direct, __ATOMIC_RELAXED);
+}
+
+bool gitstage_prepare_wanted(const struct gitstage *g)
+{
+	return loose_on(g) && __atomic_load_n(&g->loose_spare, __ATOMIC_ACQUIRE) < 0;
+}
+
+static int loose_open(const struct gitstage *g)
+{
+	int fd = open(g->objdir, O_TMPFILE | O_RDWR | O_CLOEXEC, LOOSE_MODE);
+
+	return fd < 0 ? -errno : fd;
+}
+
+void gitstage_prepare(struct gitstage *g)
+{
+	int none = -1;
+	int fd;
+
+	if (!gitstage_prepare_wanted(g))
+		return;
+	fd = loose_open(g);
+	if (fd < 0)
+		return; /* the write finds out again, and says so to loose_direct */
+	if (!__atomic_compare_exchange_n(&g->loose_spare, &none, fd, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		(void)close(fd);
+}
+
+/* @len bytes of @buf as a loose blob's zlib stream, in *ret (malloc'd). */
+static int loose_deflate(const void *buf, size_t len, unsigned char **ret, size_t *ret_len)
+{
+	char hdr[32];
+	int hlen = snprintf(hdr, sizeof(hdr), "blob %zu", len) + 1; /* with its NUL */
+	z_stream z = {0};
+	unsigned char *out;
+	uLong bound;
+	int zr;
+
+	if (len > UINT_MAX / 2 || deflateInit(&z, Z_BEST_SPEED) != Z_OK)
+		return -EINVAL;
+	bound = deflateBound(&z, (uLong)(len + (size_t)hlen)) + 64;
+	out = malloc(bound);
+	if (!out) {
+		(void)deflateEnd(&z);
+		return -ENOMEM;
+	}
+	z.next_out = out;
+	z.avail_out = (uInt)bound;
+	z.next_in = (Bytef *)hdr;
+	z.avail_in = (uInt)hlen;
+	zr = deflate(&z, Z_NO_FLUSH);
+	if (zr == Z_OK) {
+		z.next_in = (Bytef *)(uintptr_t)buf;
+		z.avail_in = (uInt)len;
+		zr = deflate(&z, Z_FINISH);
+	}
+	*ret_len = z.total_out;
+	(void)deflateEnd(&z);
+	if (zr != Z_STREAM_END) {
+		free(out);
+		return -EINVAL;
+	}
+	*ret = out;
+	return 0;
+}
+
+/* Writes blob @id (@len bytes of @buf) as a loose object. An object of that name that
+ * appears meanwhile is the same object: fine. */
+static int loose_write(struct gitstage *g, const void *buf, size_t len, const git_oid *id)
+{
+	char hex[GIT_OID_HEXSZ + 1];
+	WS_AUTOFREE char *path = NULL;
+	WS_AUTOFREE unsigned char *z = NULL;
+	size_t zlen = 0;
+	int fd, r;
+
+	git_oid_tostr(hex, sizeof(hex), id);
+	if (asprintf(&path, "%s/%.2s/%s", g->objdir, hex, hex + 2) < 0) {
+		path = NULL;
+		return -ENOMEM;
+	}
+	r = loose_deflate(buf, len, &z, &zlen);
+	if (r < 0)
+		return r;
+	fd = __atomic_exchange_n(&g->loose_spare, -1, __ATOMIC_ACQ_REL);
+	if (fd < 0)
+		fd = loose_open(g);
+	if (fd < 0)
+		return fd;
+	r = fsutil_write_all(fd, z, zlen);
+	/* the mode asked for when it was made went through the umask of that moment */
+	if (r == 0 && fchmod(fd, LOOSE_MODE & ~fsutil_umask()) < 0)
+		r = -errno;
+	if (r == 0) {
+		r = fsutil_link_unnamed(fd, path);
+		if (r == -ENOENT) {
+			/* the fan-out directory objects/xx is made on first use, as git does */
+			path[strlen(g->objdir) + 3] = '\0';
+			r = mkdir(path, LOOSE_DIR_MODE) == 0 || errno == EEXIST ? 0 : -errno;
+			path[strlen(g->objdir) + 3] = '/';
+			if (r == 0)
+				r = fsutil_link_unnamed(fd, path);
+		}
+		if (r == -EEXIST)
+			r = 0;
+	}
+	(void)close(fd);
+	return r;
+}
+
 int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *err)
 {
 	struct gitstage *g;
@@ -238,6 +404,7 @@ int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *e
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return ws_fail(err, -ENOMEM, 0, "out of memory");
+	g->loose_spare = -1;
 	(void)pthread_mutex_init(&g->lock, NULL);
 	r = git_repository_open_ext(&g->repo, workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
 	if (r < 0) {
@@ -261,8 +428,15 @@ int gitstage_open(const char *workdir, struct gitstage **ret_g, struct ws_err *e
 	if (r < 0)
 		goto fail;
 	r = git_repository_index(&g->index, g->repo);
+	if (r == 0)
+		r = git_repository_odb(&g->odb, g->repo);
 	if (r < 0) {
 		r = git_fail(r, err);
+		goto fail;
+	}
+	r = loose_setup(g);
+	if (r < 0) {
+		r = ws_fail(err, r, 0, "out of memory");
 		goto fail;
 	}
 	*ret_g = g;
@@ -277,7 +451,11 @@ void gitstage_free(struct gitstage *g)
 {
 	if (!g)
 		return;
+	if (g->loose_spare >= 0)
+		(void)close(g->loose_spare);
+	free(g->objdir);
 	git_index_free(g->index);
+	git_odb_free(g->odb);
 	git_repository_free(g->repo);
 	free(g->workdir);
 	free(g->gitdir);
@@ -456,27 +634,38 @@ static int make_entry(struct gitstage *g, const struct gitstage_entry *e, const 
 	return 0;
 }
 
-/* The blob of @e into the object database. git_odb_write() hashes first and writes nothing
- * for an object that is there already (git_blob_create_from_buffer() would open a
- * temporary file before it knows: a new inode made and freed for each template blob). A
- * write can still fail where the object database is read-only (a shared or packed
- * repository): an object that is there is then all that was asked. */
+/* The blob of @e into the object database: hashed first, and nothing is written for an
+ * object that is there already (packed, say); otherwise loose_write(), or libgit2's
+ * git_odb_write() where that cannot be used (it also hashes first; never
+ * git_blob_create_from_buffer(), which opens a temporary file before it knows). A write
+ * can still fail where the object database is read-only (a shared or packed repository):
+ * an object that is there is then all that was asked. */
 static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oid *ret_id)
 {
 	const char *buf = e->len ? e->buf : "";
-	git_odb *odb = NULL;
-	int r = git_repository_odb(&odb, g->repo);
+	int r;
 
-	if (r < 0)
-		return r;
-	r = git_odb_write(ret_id, odb, buf, e->len, GIT_OBJECT_BLOB);
+	if (loose_on(g)) {
+		r = git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB);
+		if (r < 0)
+			return r;
+		if (git_odb_exists_ext(g->odb, ret_id, GIT_ODB_LOOKUP_NO_REFRESH))
+			return 0;
+		r = loose_write(g, buf, e->len, ret_id);
+		if (r == 0)
+			return 0;
+		/* libgit2's writer, which also says what is wrong if anything is; from now on
+		 * where this file system or process cannot do it (no O_TMPFILE, no /proc) */
+		if (r == -EOPNOTSUPP || r == -EISDIR || r == -ENOENT || r == -EXDEV || r == -EPERM)
+			__atomic_store_n(&g->loose_direct, false, __ATOMIC_RELAXED);
+	}
+	r = git_odb_write(ret_id, g->odb, buf, e->len, GIT_OBJECT_BLOB);
 	if (r < 0 && git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
-	    git_odb_exists(odb, ret_id)) {
+	    git_odb_exists(g->odb, ret_id)) {
 		git_error_clear();
 		r = 0;
 	}
-	git_odb_free(odb);
-	return r; /* on failure libgit2's error is still the last one */
+	return r;
 }
 
 /* libgit2 takes index.lock only to write: the index it read may have been changed by
@@ -681,8 +870,8 @@ undo:
 	return r;
 }
 
-static int write_blobs_locked(struct gitstage *g, struct gitstage_entry *e, size_t n,
-			      struct ws_err *err)
+static int write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
+		       struct ws_err *err)
 {
 	git_oid id;
 	int r;
@@ -886,12 +1075,9 @@ int gitstage_read_index(struct gitstage *g, const char *path, char **ret_buf, si
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err)
 {
-	int r;
-
-	(void)pthread_mutex_lock(&g->lock);
-	r = write_blobs_locked(g, e, n, err);
-	(void)pthread_mutex_unlock(&g->lock);
-	return r;
+	/* only the object database, which locks itself: a blob is written while another
+	 * thread reads or writes the index */
+	return write_blobs(g, e, n, err);
 }
 
 int gitstage_snapshot_index(struct gitstage *g, char **ret_buf, size_t *ret_len,

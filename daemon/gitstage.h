@@ -41,6 +41,11 @@ struct gitstage_entry {
  * updates the index. */
 int gitstage_write_blobs(struct gitstage *g, struct gitstage_entry *e, size_t n,
 			 struct ws_err *err);
+/* Makes ahead, off the request's path, the unnamed file the next new blob is written to
+ * (best effort; any thread). */
+void gitstage_prepare(struct gitstage *g);
+/* Whether gitstage_prepare() has something to do. */
+bool gitstage_prepare_wanted(const struct gitstage *g);
 
 /* Stages @n entries (a blob each, written unless have_id) in one index write. The index
  * is read again (other git processes may have changed it) and changed under index.lock.

@@ -89,6 +89,7 @@ struct spare {
 	bool unsupported;            /* no O_TMPFILE on this file system: not tried again */
 	char *dir;                   /* owned; the machine directory */
 	struct fsutil_tmp main, ws;
+	struct gitstage *git;        /* borrowed: its file for the next blob (gitstage_prepare) */
 };
 
 struct write_op {
@@ -1073,6 +1074,9 @@ static int spare_step(struct side_job *j)
 	struct spare *sp = j->arg;
 	int r;
 
+	gitstage_prepare(sp->git);
+	if (sp->unsupported)
+		return 0;
 	if (sp->main.fd < 0) {
 		r = fsutil_tmp_prepare(sp->dir, &sp->main);
 		if (r == -EOPNOTSUPP || r == -EISDIR || r == -EINVAL) {
@@ -1094,8 +1098,12 @@ static void spare_kick(struct methods *m)
 {
 	struct spare *sp = &m->spare;
 
-	if (sp->pending || sp->unsupported || m->busy || (sp->main.fd >= 0 && sp->ws.fd >= 0))
+	if (sp->pending || m->busy)
 		return;
+	if ((sp->unsupported || (sp->main.fd >= 0 && sp->ws.fd >= 0)) &&
+	    !gitstage_prepare_wanted(m->d->git))
+		return;
+	sp->git = m->d->git;
 	if (!sp->dir) {
 		sp->dir = strdup(m->d->machine_dir);
 		if (!sp->dir)

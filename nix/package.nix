@@ -1,4 +1,4 @@
-{ lib, stdenv, cmake, pkg-config, scdoc, libuv, json_c, libgit2, systemd }:
+{ lib, stdenv, cmake, pkg-config, scdoc, libuv, json_c, libgit2, zlib, systemd }:
 
 stdenv.mkDerivation {
   pname = "workspaced";
@@ -7,7 +7,7 @@ stdenv.mkDerivation {
   src = lib.cleanSource ../.;
 
   nativeBuildInputs = [ cmake pkg-config scdoc ];
-  buildInputs = [ libuv json_c libgit2 systemd ];
+  buildInputs = [ libuv json_c libgit2 zlib systemd ];
 
   cmakeFlags = [
     "-DWS_TESTS=OFF"

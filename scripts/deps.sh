@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libuv1-dev libjson-c-dev libgit2-dev libsystemd-dev libcmocka-dev
+      libuv1-dev libjson-c-dev libgit2-dev zlib1g-dev libsystemd-dev libcmocka-dev
       git nix-bin python3 openssh-client socat scdoc dbus-daemon systemd)
 
 missing=()

@@ -451,8 +451,9 @@ static void test_existing_blob_needs_no_write(void **unused)
 	rm_repo(dir);
 }
 
-/* Counts the inotify events in @fd's queue whose mask has one of @mask's bits. */
-static int events_with(int fd, uint32_t mask)
+/* Counts the inotify events in @fd's queue whose mask has one of @mask's bits and, unless
+ * @prefix is NULL, whose name begins with @prefix. */
+static int events_with(int fd, uint32_t mask, const char *prefix)
 {
 	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
 	int n = 0;
@@ -462,7 +463,8 @@ static int events_with(int fd, uint32_t mask)
 		for (char *p = buf; p < buf + len;) {
 			struct inotify_event *ev = (struct inotify_event *)(void *)p;
 
-			n += (ev->mask & mask) != 0;
+			n += (ev->mask & mask) != 0 &&
+			     (!prefix || (ev->len && strncmp(ev->name, prefix, strlen(prefix)) == 0));
 			p += sizeof(*ev) + ev->len;
 		}
 	return n;
@@ -488,15 +490,16 @@ static void test_no_throwaway_files(void **unused)
 	put(dir, "copy.txt", "alpha\n");
 	assert_true(inotify_add_watch(ofd, objects, IN_CREATE) >= 0);
 	assert_int_equal(stage1(g, "copy.txt", "alpha\n", 500, &err), 0);
-	assert_int_equal(events_with(ofd, IN_CREATE), 0);
+	assert_int_equal(events_with(ofd, IN_CREATE, NULL), 0);
 	assert_int_equal(stat(index, &st), 0);
 	assert_int_equal(st.st_nlink, 1);
 	assert_int_equal(access(lock, F_OK), -1);
 	assert_git(dir, "diff --cached --name-only", "copy.txt\n");
-	/* a new blob is written, once */
+	/* a new blob is written, with no temporary name either (see
+	 * test_loose_object_as_git_writes) */
 	put(dir, "fresh.txt", "not committed\n");
 	assert_int_equal(stage1(g, "fresh.txt", "not committed\n", 500, &err), 0);
-	assert_true(events_with(ofd, IN_CREATE) >= 1);
+	assert_int_equal(events_with(ofd, IN_CREATE, "tmp_"), 0);
 	assert_git(dir, "cat-file -p :fresh.txt", "not committed\n");
 	assert_int_equal(access(lock, F_OK), -1);
 	close(ofd);
@@ -505,6 +508,123 @@ static void test_no_throwaway_files(void **unused)
 	free(index);
 	free(lock);
 	rm_repo(dir);
+}
+
+/* The loose object of @text's blob in @dir: its path (objects/xx/...). */
+static char *loose_path(const char *dir, const char *text)
+{
+	char *id = h_sh_out("cd '%s' && printf '%%s' '%s' | git hash-object --stdin", dir, text);
+	char *path = NULL;
+
+	assert_int_equal(strlen(id), 41);
+	id[40] = '\0';
+	assert_true(asprintf(&path, "%s/.git/objects/%.2s/%s", dir, id, id + 2) > 0);
+	free(id);
+	return path;
+}
+
+/* An inotify fd watching .git/objects for new names: libgit2's writer names each new object
+ * tmp_* there first. */
+static int watch_objects(const char *dir)
+{
+	char *objects = fsutil_join(dir, ".git/objects");
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_true(inotify_add_watch(fd, objects, IN_CREATE) >= 0);
+	free(objects);
+	return fd;
+}
+
+/* A new blob is a loose object as git writes one (git reads it, fsck finds nothing wrong,
+ * mode 0444 under the umask), written to a file made ahead and named once: no temporary
+ * name in objects/ and none left; the fan-out directory is made when missing. */
+static void test_loose_object_as_git_writes(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	int wfd = watch_objects(dir);
+	struct stat st;
+	char *path, *stray;
+
+	assert_true(gitstage_prepare_wanted(g));
+	gitstage_prepare(g);
+	assert_false(gitstage_prepare_wanted(g));
+	put(dir, "fresh.nix", "{ fresh = true; }\n");
+	assert_int_equal(stage1(g, "fresh.nix", "{ fresh = true; }\n", 500, &err), 0);
+	assert_true(gitstage_prepare_wanted(g)); /* the prepared file was used */
+	assert_int_equal(events_with(wfd, IN_CREATE, "tmp_"), 0);
+	path = loose_path(dir, "{ fresh = true; }\n");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0444 & ~fsutil_umask());
+	free(path);
+	assert_git(dir, "cat-file -p :fresh.nix", "{ fresh = true; }\n");
+	assert_git(dir, "status --porcelain", "A  fresh.nix\n");
+	/* without a prepared file, and into an object directory without fan-out directories */
+	assert_int_equal(h_sh("cd '%s' && " GIT " repack -qad && " GIT " prune-packed && "
+			      "find .git/objects -mindepth 1 -maxdepth 1 -name '[0-9a-f][0-9a-f]' "
+			      "-type d -empty -delete", dir), 0);
+	put(dir, "second.nix", "{ second = 2; }\n");
+	assert_int_equal(stage1(g, "second.nix", "{ second = 2; }\n", 500, &err), 0);
+	assert_int_equal(events_with(wfd, IN_CREATE, "tmp_"), 0);
+	path = loose_path(dir, "{ second = 2; }\n");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0444 & ~fsutil_umask());
+	free(path);
+	path = loose_path(dir, "{ second = 2; }\n");
+	path[strlen(path) - 39] = '\0'; /* its fan-out directory */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0777 & ~fsutil_umask());
+	free(path);
+	assert_git(dir, "cat-file -p :second.nix", "{ second = 2; }\n");
+	assert_int_equal(h_sh("cd '%s' && git fsck --strict --no-dangling 2>&1", dir), 0);
+	stray = h_sh_out("cd '%s/.git/objects' && find . -type f ! -path './pack/*' "
+			 "! -path './info/*' ! -regex './[0-9a-f][0-9a-f]/[0-9a-f]*'", dir);
+	assert_string_equal(stray, "");
+	free(stray);
+	close(wfd);
+	gitstage_free(g);
+	rm_repo(dir);
+}
+
+/* Where the direct write cannot be used, libgit2's writer is (a temporary name in
+ * objects/): a shared repository (its modes are git's business), core.fsyncObjectFiles, no
+ * way to name an unnamed file (no /proc). The blob is still written, readable by git, and
+ * the next one goes the same way without trying again. */
+static void test_loose_object_fallbacks(void **unused)
+{
+	const char *setups[] = {"config core.sharedRepository group",
+				"config core.fsyncObjectFiles true", NULL};
+	struct ws_err err = { 0 };
+
+	for (size_t i = 0; i < 3; i++) {
+		char *dir = make_repo();
+		struct gitstage *g;
+		int wfd;
+
+		if (setups[i])
+			assert_int_equal(h_sh("cd '%s' && " GIT " %s", dir, setups[i]), 0);
+		else
+			fsutil_test_no_link = true;
+		g = open_ok(dir);
+		wfd = watch_objects(dir);
+		put(dir, "n.nix", "{ n = 1; }\n");
+		if (stage1(g, "n.nix", "{ n = 1; }\n", 500, &err) < 0)
+			fail_msg("case %zu: %s", i, err.message);
+		assert_git(dir, "cat-file -p :n.nix", "{ n = 1; }\n");
+		if (events_with(wfd, IN_CREATE, "tmp_") != 1)
+			fail_msg("case %zu: not written by libgit2's writer", i);
+		put(dir, "m.nix", "{ m = 1; }\n");
+		assert_int_equal(stage1(g, "m.nix", "{ m = 1; }\n", 500, &err), 0);
+		assert_git(dir, "cat-file -p :m.nix", "{ m = 1; }\n");
+		assert_int_equal(events_with(wfd, IN_CREATE, "tmp_"), 1);
+		assert_false(gitstage_prepare_wanted(g));
+		fsutil_test_no_link = false;
+		close(wfd);
+		gitstage_free(g);
+		rm_repo(dir);
+	}
 }
 
 static void test_lock_held_is_busy(void **unused)
@@ -757,6 +877,8 @@ int main(void)
 		cmocka_unit_test(test_undo_keeps_other_staging),
 		cmocka_unit_test(test_existing_blob_needs_no_write),
 		cmocka_unit_test(test_no_throwaway_files),
+		cmocka_unit_test(test_loose_object_as_git_writes),
+		cmocka_unit_test(test_loose_object_fallbacks),
 		cmocka_unit_test(test_many_entries_one_write),
 	};
 	int r;
