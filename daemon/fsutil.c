@@ -165,6 +165,25 @@ int fsutil_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
 {
 	WS_AUTOFREE char *buf = NULL;
@@ -307,6 +326,38 @@ int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len)
 	return r;
 }
 
+/* How many bytes @a and @b (@n each) have in common from the start. */
+static size_t common_prefix(const char *a, const char *b, size_t n)
+{
+	size_t i = 0;
+
+	while (i + 4096 <= n && memcmp(a + i, b + i, 4096) == 0)
+		i += 4096;
+	while (i < n && a[i] == b[i])
+		i++;
+	return i;
+}
+
+int fsutil_tmp_prefill(struct fsutil_tmp *t, char *buf, size_t len)
+{
+	int r;
+
+	if (t->fd < 0 || !t->unnamed || t->pre || lseek(t->fd, 0, SEEK_CUR) != 0) {
+		free(buf);
+		return -EINVAL;
+	}
+	r = fsutil_write_all(t->fd, buf, len);
+	if (r == 0 && fsync(t->fd) < 0)
+		r = -errno;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	t->pre = buf;
+	t->pre_len = len;
+	return 0;
+}
+
 bool fsutil_test_no_link;
 
 /* Gives the unnamed temporary @t the name @name (linkat through /proc/self/fd: an
@@ -409,7 +460,10 @@ void fsutil_tmp_drop(struct fsutil_tmp *t)
 	if (t->fd >= 0)
 		(void)close(t->fd);
 	free(t->path);
+	free(t->pre);
 	t->path = NULL;
+	t->pre = NULL;
+	t->pre_len = 0;
 	t->fd = -1;
 	t->unnamed = false;
 }
@@ -456,7 +510,7 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		if (r < 0)
 			return r;
 	}
-	if (t->unnamed && lseek(t->fd, 0, SEEK_CUR) != 0) {
+	if (t->unnamed && !t->pre && lseek(t->fd, 0, SEEK_CUR) != 0) {
 		fsutil_tmp_drop(t); /* written before (preset): not ours to reuse */
 		r = fsutil_tmp_make(path, t, err);
 		if (r < 0)
@@ -464,7 +518,19 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 	}
 
 	what = "write";
-	r = fsutil_write_all(t->fd, buf, len);
+	if (t->pre) {
+		/* prefilled: the bytes from the first difference on, and no more than @len */
+		size_t same = common_prefix(t->pre, buf, len < t->pre_len ? len : t->pre_len);
+
+		r = pwrite_all(t->fd, (const char *)buf + same, len - same, (off_t)same);
+		if (r == 0 && len < t->pre_len && ftruncate(t->fd, (off_t)len) < 0)
+			r = -errno;
+		free(t->pre);
+		t->pre = NULL;
+		t->pre_len = 0;
+	} else {
+		r = fsutil_write_all(t->fd, buf, len);
+	}
 	if (r < 0)
 		goto fail;
 	what = "set the mode of";

@@ -38,6 +38,8 @@ struct fsutil_tmp {
 	char *path; /* owned; NULL when none (or while unnamed) */
 	int fd;     /* -1 when none */
 	bool unnamed; /* fd is an O_TMPFILE (fsutil_tmp_prepare()): no name yet */
+	char *pre;  /* owned; what an unnamed one holds, synced (fsutil_tmp_prefill()) */
+	size_t pre_len;
 };
 /* Creates the `.<name>.XXXXXX` temporary next to @path (fd -1 and path NULL on failure). */
 int fsutil_tmp_make(const char *path, struct fsutil_tmp *t, struct ws_err *err);
@@ -52,6 +54,11 @@ int fsutil_tmp_prepare(const char *dir, struct fsutil_tmp *t);
  * mode a new file gets (0644 less the umask) and fsyncs it: a new file's content, ready to
  * be named at once with fsutil_tmp_link_new(). */
 int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len);
+/* Writes @len bytes of @buf (owned from now on, also on failure) into a prepared temporary
+ * and syncs them: a likely version of the file, such as the one it replaces. Its
+ * fsutil_tmp_fill() then writes only from the first byte that differs (and truncates), so
+ * the sync in the fill has little left to write. The file is never named with these bytes. */
+int fsutil_tmp_prefill(struct fsutil_tmp *t, char *buf, size_t len);
 /* Names a preset temporary @path (linkat), never replacing a file (-EEXIST,
  * WS_E_FILE_EXISTS), and, unless FSUTIL_NO_DIR_SYNC, fsyncs the directory. Its content was
  * synced before it had a name, so no reader ever sees it half written: the steps of

@@ -42,6 +42,7 @@
 #define LOCK_WAIT_MS 500
 #define RELEASE_HOLD_SECONDS (24 * 3600)
 #define DIR_DEBOUNCE_MS 100
+#define PREFILL_DELAY_MS 5 /* see spare_kick() */
 #define TRIM_DELAY_MS 2000 /* malloc_trim() this long after the last write */
 #define WATCH_DELAY_MS 10  /* a burst of creates updates the watched names once per this */
 
@@ -82,7 +83,13 @@ struct side_job {
  * template while it runs: it names the one and fills the other. Made on a side thread after
  * each write (and at start-up); the next create joins that job, which began before it,
  * and takes them. Only the loop starts the job, and only while no write runs; only the
- * write that follows joins it. */
+ * write that follows joins it.
+ *
+ * A second job makes another machine-file temporary, prefilled with the file as the
+ * daemon last saw it and synced (fsutil_tmp_prefill()): a create that takes it writes and
+ * syncs only what follows its new entry, often a page, instead of the whole file. That job
+ * is not waited for: a create that finds it still running (one right after another) takes
+ * the empty one, and the prefilled one waits for a later create. */
 struct spare {
 	struct side_job job;
 	bool pending;                /* started, not joined yet */
@@ -90,6 +97,11 @@ struct spare {
 	char *dir;                   /* owned; the machine directory */
 	struct fsutil_tmp main, ws;
 	struct gitstage *git;        /* borrowed: its file for the next blob (gitstage_prepare) */
+	struct side_job pf_job;
+	bool pf_pending;             /* pf_job started, not joined yet */
+	struct fsutil_tmp pf;        /* the prefilled one (pf_job) */
+	char *pf_src;                /* owned until pf_job takes it: the bytes for pf */
+	size_t pf_len;
 };
 
 struct write_op {
@@ -181,6 +193,7 @@ struct methods {
 	size_t n_watch_adds;
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
+	uv_timer_t pf_timer;         /* starts the prefill job (spare) PREFILL_DELAY_MS after a write */
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
 	uv_timer_t watch_timer;      /* update_watched_names() after a write, once per burst */
 	bool dir_started, dir_inited;
@@ -1069,6 +1082,23 @@ static int side_join(struct side_job *j, int r, struct ws_err *err)
 	return r;
 }
 
+/* side_join() if the job is done; false (nothing changed) while it runs. */
+static bool side_try_join(struct side_job *j)
+{
+	if (j->started && j->on) {
+		if (sem_trywait(&j->done) < 0)
+			return false;
+		(void)sem_destroy(&j->done);
+		j->on = NULL;
+	} else if (j->started) {
+		if (pthread_tryjoin_np(j->thread, NULL) != 0)
+			return false;
+	}
+	j->started = false;
+	ws_err_clear(&j->err);
+	return true;
+}
+
 static int spare_step(struct side_job *j)
 {
 	struct spare *sp = j->arg;
@@ -1093,24 +1123,66 @@ static int spare_step(struct side_job *j)
 	return 0;
 }
 
-/* Loop, between writes: makes the temporaries the next create will want. */
+static int prefill_step(struct side_job *j)
+{
+	struct spare *sp = j->arg;
+	char *src = ws_steal(&sp->pf_src);
+
+	if (fsutil_tmp_prepare(sp->dir, &sp->pf) < 0) {
+		free(src);
+		return 0;
+	}
+	if (fsutil_tmp_prefill(&sp->pf, src, sp->pf_len) < 0)
+		fsutil_tmp_drop(&sp->pf);
+	return 0;
+}
+
+static bool prefill_wanted(struct methods *m)
+{
+	struct spare *sp = &m->spare;
+
+	return !m->busy && sp->dir && !sp->pf_pending && sp->pf.fd < 0 && !sp->unsupported &&
+	       m->have_bytes && m->bytes_len > 0;
+}
+
+static void pf_timer_cb(uv_timer_t *t)
+{
+	struct methods *m = t->data;
+	struct spare *sp = &m->spare;
+
+	if (!prefill_wanted(m))
+		return;
+	sp->pf_src = malloc(m->bytes_len);
+	if (!sp->pf_src)
+		return;
+	memcpy(sp->pf_src, m->bytes, m->bytes_len);
+	sp->pf_len = m->bytes_len;
+	side_start(&sp->pf_job, prefill_step, NULL, sp, 0);
+	sp->pf_pending = true;
+}
+
+/* Loop, between writes: makes the temporaries the next create will want. The prefilled
+ * one a little later: writing and syncing a whole machine file is what a create that
+ * follows at once (a script making several) would have to wait behind on the disk. */
 static void spare_kick(struct methods *m)
 {
 	struct spare *sp = &m->spare;
 
-	if (sp->pending || m->busy)
+	if (m->busy)
 		return;
-	if ((sp->unsupported || (sp->main.fd >= 0 && sp->ws.fd >= 0)) &&
-	    !gitstage_prepare_wanted(m->d->git))
-		return;
-	sp->git = m->d->git;
 	if (!sp->dir) {
 		sp->dir = strdup(m->d->machine_dir);
 		if (!sp->dir)
 			return;
 	}
-	side_start(&sp->job, spare_step, NULL, sp, 0);
-	sp->pending = true;
+	if (!sp->pending && (!(sp->unsupported || (sp->main.fd >= 0 && sp->ws.fd >= 0)) ||
+			     gitstage_prepare_wanted(m->d->git))) {
+		sp->git = m->d->git;
+		side_start(&sp->job, spare_step, NULL, sp, 0);
+		sp->pending = true;
+	}
+	if (m->pf_timer.data && prefill_wanted(m))
+		(void)uv_timer_start(&m->pf_timer, pf_timer_cb, PREFILL_DELAY_MS, 0);
 }
 
 /* Worker of a create: waits for the job making them (it began before this write), then
@@ -1120,6 +1192,12 @@ static void spare_take(struct write_op *op)
 	struct spare *sp = &op->m->spare;
 	struct ws_err err = {0};
 
+	if (sp->pf_pending && side_try_join(&sp->pf_job))
+		sp->pf_pending = false;
+	if (!sp->pf_pending && op->main_tmp.fd < 0 && sp->pf.fd >= 0) {
+		op->main_tmp = sp->pf;
+		sp->pf = (struct fsutil_tmp){.fd = -1};
+	}
 	if (sp->pending) {
 		(void)side_join(&sp->job, 0, &err);
 		ws_err_clear(&err);
@@ -1146,6 +1224,14 @@ static void spare_free(struct spare *sp)
 		ws_err_clear(&err);
 		sp->pending = false;
 	}
+	if (sp->pf_pending) {
+		(void)side_join(&sp->pf_job, 0, &err);
+		ws_err_clear(&err);
+		sp->pf_pending = false;
+	}
+	free(sp->pf_src);
+	sp->pf_src = NULL;
+	fsutil_tmp_drop(&sp->pf);
 	fsutil_tmp_drop(&sp->main);
 	fsutil_tmp_drop(&sp->ws);
 	free(sp->dir);
@@ -2703,7 +2789,7 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 		return -ENOMEM;
 	m->d = d;
 	d->m = m;
-	m->spare.main.fd = m->spare.ws.fd = -1;
+	m->spare.main.fd = m->spare.ws.fd = m->spare.pf.fd = -1;
 	(void)cache_refresh(m, &err);
 	ws_err_clear(&err);
 	r = uv_timer_init(d->loop, &m->dir_timer);
@@ -2719,6 +2805,10 @@ int methods_new(struct daemon *d, struct methods **ret_m)
 	}
 	if (uv_timer_init(d->loop, &m->watch_timer) == 0) {
 		m->watch_timer.data = m;
+		m->n_open_handles++;
+	}
+	if (uv_timer_init(d->loop, &m->pf_timer) == 0) {
+		m->pf_timer.data = m;
 		m->n_open_handles++;
 	}
 	r = uv_fs_event_init(d->loop, &m->dir_ev);
@@ -2787,6 +2877,8 @@ void methods_free(struct methods *m)
 		uv_close((uv_handle_t *)&m->trim_timer, handle_closed_cb);
 	if (m->watch_timer.data)
 		uv_close((uv_handle_t *)&m->watch_timer, handle_closed_cb);
+	if (m->pf_timer.data)
+		uv_close((uv_handle_t *)&m->pf_timer, handle_closed_cb);
 }
 
 const struct rpc_method *methods_table(size_t *ret_n)

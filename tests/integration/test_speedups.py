@@ -130,5 +130,45 @@ class Index(DaemonTest):
         self.assertNotIn("workspaces.two =", staged)  # reset took it out of the index; not put back
 
 
+class Prefilled(DaemonTest):
+    """After each write the daemon prefills a temporary with the machine file as it last
+    saw it, so that the next create writes only from its first changed byte. The file it
+    leaves must be exactly the file as it was read plus the new entry, however the file
+    changed by hand in between (and the index its version plus the same entry)."""
+
+    def assert_one_insertion(self, before, after, name):
+        import difflib
+        a, b = before.splitlines(keepends=True), after.splitlines(keepends=True)
+        ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+               if op[0] != "equal"]
+        self.assertEqual(len(ops), 1, ops)
+        self.assertEqual(ops[0][0], "insert", ops)
+        self.assertIn("workspaces.%s" % name, "".join(b[ops[0][3]:ops[0][4]]))
+
+    def test_create_after_hand_edits(self):
+        names = ["a%d" % i for i in range(20)]
+        repo, d = self.start(machine(names))
+        self.assertIn("result", d.create("first", "vm"))
+        rel = repo.machine_rel
+        edits = [
+            lambda t: "# edited by hand at the very top\n" + t,      # differs at byte 0
+            lambda t: t.replace("192.168.83.51", "192.168.83.88"),          # in the middle
+            lambda t: machine(["a0"]),                                # much shorter
+            lambda t: t.replace("  };\n}\n", "  };\n  # " + "x" * 9000 + "\n}\n"),  # longer
+            lambda t: t,                                              # untouched
+        ]
+        for i, edit in enumerate(edits):
+            time.sleep(0.2)  # the prefilled temporary of the last write is ready
+            before = edit(repo.read(rel).decode())
+            repo.write(rel, before)
+            staged = git(repo.path, "show", ":" + rel)
+            name = "n%d" % i
+            res = d.create(name, "vm")
+            self.assertIn("result", res, res)
+            self.assert_one_insertion(before, repo.read(rel).decode(), name)
+            # the index gets the same entry in its own version (the hand edit stays unstaged)
+            self.assert_one_insertion(staged, git(repo.path, "show", ":" + rel), name)
+
+
 if __name__ == "__main__":
     main()

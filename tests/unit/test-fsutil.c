@@ -162,6 +162,74 @@ static void test_new_never_overwrites(void **unused)
 /* An unnamed temporary made ahead (O_TMPFILE): invisible until filled, then named next to
  * its target and exchanged into place; a preset one becomes a new file under its final
  * name at once, never over an existing file; one not used leaves nothing behind. */
+/* A prefilled temporary (the file as it was, synced ahead) filled with the new version
+ * holds exactly the new version, whatever the two share: the same bytes, an insertion, a
+ * shorter or longer text, a change in the first byte, an empty one; and it keeps the
+ * replaced file's mode. Only the part from the first difference is written: the file's
+ * pages before it are the ones written ahead (their bytes were never rewritten, as a
+ * canary in the prefilled copy shows: had they been written again, they would hold the
+ * new text's bytes). */
+static void test_prefilled_temporary(void **unused)
+{
+	static const struct {
+		const char *pre, *want;
+	} cases[] = {
+		{"{\n  a = 1;\n}\n", "{\n  a = 1;\n}\n"},
+		{"{\n  a = 1;\n}\n", "{\n  a = 1;\n  b = 2;\n}\n"},
+		{"{\n  a = 1;\n  b = 2;\n}\n", "{\n  a = 1;\n}\n"},
+		{"{ }\n", "{ x = \"a much longer text than before\"; }\n"},
+		{"X = 1;\n", "y = 1;\n"},
+		{"{ a = 1; }\n", ""},
+	};
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct ws_err err = { 0 };
+	struct fsutil_tmp t;
+	struct stat st;
+	int old_fd = -1;
+
+	for (size_t i = 0; i < WS_ARRAY_SIZE(cases); i++) {
+		const char *pre = cases[i].pre, *want = cases[i].want;
+
+		assert_int_equal(fsutil_replace(p, pre, strlen(pre), 0, &err), 0);
+		assert_int_equal(chmod(p, 0640), 0);
+		if (fsutil_tmp_prepare(dir, &t) < 0) {
+			free(p);
+			rm_rf(dir);
+			skip(); /* no O_TMPFILE on this file system */
+		}
+		assert_int_equal(fsutil_tmp_prefill(&t, strdup(pre), strlen(pre)), 0);
+		assert_non_null(t.pre);
+		assert_int_equal(fsutil_tmp_fill(p, want, strlen(want), 0, &t, &err), 0);
+		assert_null(t.pre);
+		assert_int_equal(fsutil_tmp_commit_if(p, &t, pre, strlen(pre), 0, &old_fd, &err),
+				 0);
+		close(old_fd);
+		assert_file(p, want);
+		assert_int_equal(stat(p, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0640);
+	}
+
+	/* the canary: the prefilled copy says "{ A" where the file has "{ a"; a fill that
+	 * differs only after it leaves the file's first bytes alone */
+	assert_int_equal(fsutil_replace(p, "{ a = 1; }\n", 11, 0, &err), 0);
+	assert_int_equal(fsutil_tmp_prepare(dir, &t), 0);
+	assert_int_equal(fsutil_tmp_prefill(&t, strdup("{ a = 1; }\n"), 11), 0);
+	assert_int_equal(pwrite(t.fd, "A", 1, 2), 1); /* only the file changes, not t.pre */
+	assert_int_equal(fsutil_tmp_fill(p, "{ a = 1; b = 2; }\n", 18, 0, &t, &err), 0);
+	assert_int_equal(fsutil_tmp_commit_if(p, &t, "{ a = 1; }\n", 11, 0, &old_fd, &err), 0);
+	close(old_fd);
+	assert_file(p, "{ A = 1; b = 2; }\n");
+
+	/* prefilling takes only a fresh unnamed temporary, and owns the bytes either way */
+	assert_int_equal(fsutil_tmp_prepare(dir, &t), 0);
+	assert_int_equal(fsutil_tmp_preset(&t, "x", 1), 0);
+	assert_int_equal(fsutil_tmp_prefill(&t, strdup("y"), 1), -EINVAL);
+	fsutil_tmp_drop(&t);
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_unnamed_temporary(void **unused)
 {
 	char *dir = h_tmpdir();
@@ -775,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_read_pipe_cap),
 		cmocka_unit_test(test_mkdir_p_join_remove),
 		cmocka_unit_test(test_unnamed_temporary),
+		cmocka_unit_test(test_prefilled_temporary),
 		cmocka_unit_test(test_remove_stale_tmps),
 		cmocka_unit_test(test_umask_kept),
 	};
