@@ -374,6 +374,11 @@ static int link_unnamed(struct fsutil_tmp *t, const char *name)
 	return 0;
 }
 
+bool fsutil_can_link_unnamed(void)
+{
+	return !fsutil_test_no_link && access("/proc/self/fd", X_OK) == 0;
+}
+
 int fsutil_link_unnamed(int fd, const char *path)
 {
 	struct fsutil_tmp t = {.fd = fd, .unnamed = true};

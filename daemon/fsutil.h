@@ -104,6 +104,8 @@ void fsutil_umask_keep(void);
 mode_t fsutil_umask(void);
 /* Gives the unnamed file @fd (O_TMPFILE) the name @path; -EEXIST when it is taken. */
 int fsutil_link_unnamed(int fd, const char *path);
+/* Whether fsutil_link_unnamed() can work here (/proc is mounted). */
+bool fsutil_can_link_unnamed(void);
 /* Removes the temporaries a process that died mid-write left in @dir: regular files of
  * ours named `.<base>.XXXXXX` as fsutil_tmp_make() names them (the six characters not all
  * small letters). Only for a directory nobody else writes such files into (the daemon

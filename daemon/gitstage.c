@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@ struct gitstage {
 			       * itself, so blobs are written without @lock */
 	char *objdir;         /* owned; where loose objects go (see loose_write()) */
 	bool loose_direct;    /* loose_write() may be used (atomic: any thread clears it) */
+	int shared;           /* core.sharedRepository, as shared_parse() reads it */
 	int loose_spare;      /* an unnamed file in @objdir for the next object, or -1
 			       * (atomic: gitstage_prepare() fills it, a blob write takes it) */
 	char *workdir;        /* owned; absolute, no trailing '/' */
@@ -241,39 +243,134 @@ static int open_fail(const char *workdir, int g, struct ws_err *err)
  * objects, mode 0444), into an unnamed file made ahead (gitstage_prepare()) and then named
  * with one link(2): no temporary name is made, renamed and freed for each object, as
  * libgit2's writer does, and the file is made off the request's path. Like libgit2's writer
- * (and git's default core.fsync) it does not fsync objects. What this path does not cover
- * goes to libgit2's writer: a shared repository (core.sharedRepository sets the modes),
- * core.fsyncObjectFiles, a file system without O_TMPFILE, no /proc. */
+ * (and git's default core.fsync) it does not fsync objects. A shared repository's modes
+ * are applied as git applies them (which libgit2's writer does not). What this path does
+ * not cover goes to libgit2's writer: core.fsyncObjectFiles or core.fsync naming loose
+ * objects, a file system without O_TMPFILE or hard links, no /proc. An object that is
+ * there already goes through git_odb_write() too, which only "freshens" it (its mtime, so
+ * that a gc running meanwhile does not prune it as old and unreachable). */
 #define LOOSE_MODE 0444
 #define LOOSE_DIR_MODE 0777
 
-static bool config_set(git_config *cfg, const char *key)
-{
-	git_config_entry *ce = NULL;
-	bool set = git_config_get_entry(&ce, cfg, key) == 0;
+/* core.sharedRepository as git reads it: 0 (umask), SHARED_GROUP, SHARED_EVERYBODY, or
+ * minus the exact mode asked for (0xxx: the owner always rw, nobody else write). -1
+ * (never a valid mode) where git would refuse the value. */
+#define SHARED_GROUP 0660
+#define SHARED_EVERYBODY 0664
 
-	git_config_entry_free(ce);
-	git_error_clear();
-	return set;
+static int shared_parse(const char *v)
+{
+	char *end;
+	long n;
+
+	if (!v || strcmp(v, "group") == 0)
+		return SHARED_GROUP; /* no value: true */
+	if (strcmp(v, "umask") == 0)
+		return 0;
+	if (strcmp(v, "all") == 0 || strcmp(v, "world") == 0 || strcmp(v, "everybody") == 0)
+		return SHARED_EVERYBODY;
+	errno = 0;
+	n = strtol(v, &end, 8);
+	if (*v && *end == '\0' && errno == 0) {
+		if (n == 0 || n == 1 || n == 2) /* the old spellings of umask, group, all */
+			return n == 0 ? 0 : n == 1 ? SHARED_GROUP : SHARED_EVERYBODY;
+		if (n < 0 || n > 07777 || (n & 0600) != 0600)
+			return -1;
+		return -(int)(n & 0666);
+	}
+	if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+	    strcasecmp(v, "on") == 0)
+		return SHARED_GROUP;
+	if (strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
+	    strcasecmp(v, "off") == 0 || *v == '\0')
+		return 0;
+	return -1;
+}
+
+/* The mode git gives a file or directory of mode @mode (as made under the umask) in a
+ * repository shared as @shared: the shared bits added (or, for an exact mode, the
+ * permission bits replaced), write only where the owner may write, search on directories
+ * for every class that may read, and directories the group may use set-group-ID, so that
+ * the group holds. */
+static mode_t shared_mode(int shared, mode_t mode, bool dir)
+{
+	mode_t tweak = (mode_t)(shared < 0 ? -shared : shared);
+
+	if (shared == 0)
+		return mode;
+	if (!(mode & S_IWUSR))
+		tweak &= ~(mode_t)0222;
+	if (mode & S_IXUSR)
+		tweak |= (tweak & 0444) >> 2;
+	mode = shared < 0 ? (mode & ~(mode_t)0777) | tweak : mode | tweak;
+	if (dir) {
+		mode |= (mode & 0444) >> 2;
+		if (mode & 060) /* only worth it where the group gets anything */
+			mode |= S_ISGID;
+	}
+	return mode;
+}
+
+static bool config_true(git_config *cfg, const char *key)
+{
+	int v = 0;
+
+	if (git_config_get_bool(&v, cfg, key) < 0) {
+		git_error_clear();
+		return false;
+	}
+	return v != 0;
+}
+
+/* Whether core.fsync (what git syncs) takes in loose objects: "loose-object", "objects",
+ * "committed", "added" or "all", unless a later "-name" or "none" takes them out again. */
+static bool fsync_names_loose(git_config *cfg)
+{
+	git_buf b = {0};
+	bool on = false;
+
+	if (git_config_get_string_buf(&b, cfg, "core.fsync") < 0) {
+		git_error_clear();
+		return false;
+	}
+	for (char *save = NULL, *t = strtok_r(b.ptr, ", ", &save); t;
+	     t = strtok_r(NULL, ", ", &save)) {
+		bool minus = *t == '-';
+
+		if (minus)
+			t++;
+		if (strcmp(t, "loose-object") == 0 || strcmp(t, "objects") == 0 ||
+		    strcmp(t, "all") == 0 || strcmp(t, "committed") == 0 ||
+		    strcmp(t, "added") == 0)
+			on = !minus;
+		else if (strcmp(t, "none") == 0)
+			on = false;
+	}
+	git_buf_dispose(&b);
+	return on;
 }
 
 static int loose_setup(struct gitstage *g)
 {
 	git_config *cfg = NULL;
-	int fsync_objects = 0;
+	const char *shared = NULL;
 
 	g->objdir = fsutil_join(git_repository_commondir(g->repo), "objects");
 	if (!g->objdir)
 		return -ENOMEM;
+	if (!fsutil_can_link_unnamed())
+		return 0; /* loose_direct stays false: libgit2's writer */
 	if (git_repository_config_snapshot(&cfg, g->repo) < 0) {
 		git_error_clear();
-		return 0; /* loose_direct stays false: libgit2 decides */
+		return 0;
 	}
-	if (git_config_get_bool(&fsync_objects, cfg, "core.fsyncObjectFiles") < 0) {
-		fsync_objects = 0;
+	if (git_config_get_string(&shared, cfg, "core.sharedRepository") < 0) {
 		git_error_clear();
+		shared = "umask";
 	}
-	g->loose_direct = !fsync_objects && !config_set(cfg, "core.sharedRepository");
+	g->shared = shared_parse(shared);
+	g->loose_direct = g->shared != -1 && !config_true(cfg, "core.fsyncObjectFiles") &&
+			  !fsync_names_loose(cfg);
 	git_config_free(cfg);
 	return 0;
 }
@@ -348,6 +445,23 @@ static int loose_deflate(const void *buf, size_t len, unsigned char **ret, size_
 	return 0;
 }
 
+/* Makes the fan-out directory of the object at @path (objects/xx), with the shared
+ * repository's mode when there is one. */
+static int fanout_make(const struct gitstage *g, char *path)
+{
+	size_t cut = strlen(g->objdir) + 3;
+	mode_t mode = LOOSE_DIR_MODE & ~fsutil_umask();
+	int r = 0;
+
+	path[cut] = '\0';
+	if (mkdir(path, mode) < 0)
+		r = errno == EEXIST ? 0 : -errno;
+	else if (g->shared != 0 && chmod(path, shared_mode(g->shared, mode, true)) < 0)
+		r = -errno;
+	path[cut] = '/';
+	return r;
+}
+
 /* Writes blob @id (@len bytes of @buf) as a loose object. An object of that name that
  * appears meanwhile is the same object: fine. */
 static int loose_write(struct gitstage *g, const void *buf, size_t len, const git_oid *id)
@@ -373,19 +487,23 @@ static int loose_write(struct gitstage *g, const void *buf, size_t len, const gi
 		return fd;
 	r = fsutil_write_all(fd, z, zlen);
 	/* the mode asked for when it was made went through the umask of that moment */
-	if (r == 0 && fchmod(fd, LOOSE_MODE & ~fsutil_umask()) < 0)
+	if (r == 0 &&
+	    fchmod(fd, shared_mode(g->shared, LOOSE_MODE & ~fsutil_umask(), false)) < 0)
 		r = -errno;
-	if (r == 0) {
+	/* the fan-out directory objects/xx is made on first use, as git does (a gc may
+	 * remove an empty one at any moment: made again) */
+	for (int tries = 0; r == 0; tries++) {
 		r = fsutil_link_unnamed(fd, path);
-		if (r == -ENOENT) {
-			/* the fan-out directory objects/xx is made on first use, as git does */
-			path[strlen(g->objdir) + 3] = '\0';
-			r = mkdir(path, LOOSE_DIR_MODE) == 0 || errno == EEXIST ? 0 : -errno;
-			path[strlen(g->objdir) + 3] = '/';
-			if (r == 0)
-				r = fsutil_link_unnamed(fd, path);
-		}
-		if (r == -EEXIST)
+		if (r != -ENOENT || tries == 2)
+			break;
+		r = fanout_make(g, path);
+	}
+	if (r == -EEXIST) {
+		struct stat st;
+
+		/* the same object, written meanwhile; anything but a file there (a dangling
+		 * symlink, say) is left to libgit2's writer, which renames over it */
+		if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
 			r = 0;
 	}
 	(void)close(fd);
@@ -649,21 +767,32 @@ static int blob_write(struct gitstage *g, const struct gitstage_entry *e, git_oi
 		r = git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB);
 		if (r < 0)
 			return r;
-		if (git_odb_exists_ext(g->odb, ret_id, GIT_ODB_LOOKUP_NO_REFRESH))
-			return 0;
-		r = loose_write(g, buf, e->len, ret_id);
-		if (r == 0)
-			return 0;
-		/* libgit2's writer, which also says what is wrong if anything is; from now on
-		 * where this file system or process cannot do it (no O_TMPFILE, no /proc) */
-		if (r == -EOPNOTSUPP || r == -EISDIR || r == -ENOENT || r == -EXDEV || r == -EPERM)
-			__atomic_store_n(&g->loose_direct, false, __ATOMIC_RELAXED);
+		/* there already: git_odb_write() below only freshens it */
+		if (!git_odb_exists_ext(g->odb, ret_id, GIT_ODB_LOOKUP_NO_REFRESH)) {
+			r = loose_write(g, buf, e->len, ret_id);
+			if (r == 0)
+				return 0;
+			/* libgit2's writer, which also says what is wrong if anything is; from
+			 * now on where this file system cannot do it */
+			if (r == -EOPNOTSUPP || r == -EISDIR || r == -EXDEV || r == -EPERM)
+				__atomic_store_n(&g->loose_direct, false, __ATOMIC_RELAXED);
+		}
 	}
 	r = git_odb_write(ret_id, g->odb, buf, e->len, GIT_OBJECT_BLOB);
-	if (r < 0 && git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
-	    git_odb_exists(g->odb, ret_id)) {
-		git_error_clear();
-		r = 0;
+	if (r < 0) {
+		/* a read-only database may hold it already; else libgit2's own reason */
+		const git_error *ge = git_error_last();
+		char *why = ge && ge->message ? strdup(ge->message) : NULL;
+		int klass = ge ? ge->klass : GIT_ERROR_ODB;
+
+		if (git_odb_hash(ret_id, buf, e->len, GIT_OBJECT_BLOB) == 0 &&
+		    git_odb_exists(g->odb, ret_id)) {
+			git_error_clear();
+			r = 0;
+		} else if (why) {
+			(void)git_error_set_str(klass, why);
+		}
+		free(why);
 	}
 	return r;
 }

@@ -589,16 +589,17 @@ static void test_loose_object_as_git_writes(void **unused)
 }
 
 /* Where the direct write cannot be used, libgit2's writer is (a temporary name in
- * objects/): a shared repository (its modes are git's business), core.fsyncObjectFiles, no
- * way to name an unnamed file (no /proc). The blob is still written, readable by git, and
- * the next one goes the same way without trying again. */
+ * objects/): objects to be synced (core.fsyncObjectFiles, or core.fsync naming them), a
+ * core.sharedRepository git would refuse, no way to name an unnamed file (no /proc). The
+ * blob is still written, readable by git, and the next one goes the same way. */
 static void test_loose_object_fallbacks(void **unused)
 {
-	const char *setups[] = {"config core.sharedRepository group",
-				"config core.fsyncObjectFiles true", NULL};
+	const char *setups[] = {"config core.fsyncObjectFiles true",
+				"config core.fsync committed,-pack", "config core.fsync all",
+				"config core.sharedRepository 0407", NULL};
 	struct ws_err err = { 0 };
 
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < WS_ARRAY_SIZE(setups); i++) {
 		char *dir = make_repo();
 		struct gitstage *g;
 		int wfd;
@@ -625,6 +626,108 @@ static void test_loose_object_fallbacks(void **unused)
 		gitstage_free(g);
 		rm_repo(dir);
 	}
+}
+
+/* In a shared repository the object and a new fan-out directory get exactly the modes
+ * git gives them (compared with `git hash-object -w` in a twin repository), for every
+ * spelling of core.sharedRepository, under two umasks. */
+static void test_loose_object_shared_modes(void **unused)
+{
+	const char *values[] = {"group", "true", "all", "everybody", "1", "2", "0640", "0600",
+				"0664", "umask", "false"};
+	const mode_t masks[] = {022, 077};
+	struct ws_err err = { 0 };
+
+	for (size_t m = 0; m < WS_ARRAY_SIZE(masks); m++)
+		for (size_t i = 0; i < WS_ARRAY_SIZE(values); i++) {
+			mode_t old_mask = umask(masks[m]);
+			char *ours = make_repo(), *git = make_repo();
+			char *text = NULL, *p1 = NULL, *p2 = NULL;
+			struct stat s1, s2;
+			struct gitstage *g;
+
+			assert_int_equal(h_sh("cd '%s' && " GIT " config core.sharedRepository %s && "
+					      "cd '%s' && " GIT " config core.sharedRepository %s",
+					      ours, values[i], git, values[i]), 0);
+			/* a text whose fan-out directory neither repository has yet */
+			for (int k = 0;; k++) {
+				free(text);
+				free(p1);
+				assert_true(asprintf(&text, "{ shared = %d; }\n", k) > 0);
+				p1 = loose_path(ours, text);
+				p1[strlen(p1) - 39] = '\0';
+				if (access(p1, F_OK) < 0)
+					break;
+			}
+			g = open_ok(ours);
+			put(ours, "s.nix", text);
+			assert_int_equal(stage1(g, "s.nix", text, 500, &err), 0);
+			gitstage_free(g);
+			put(git, "s.nix", text);
+			assert_int_equal(h_sh("cd '%s' && " GIT " hash-object -w s.nix >/dev/null", git),
+					 0);
+			p2 = loose_path(git, text);
+			p2[strlen(p2) - 39] = '\0';
+			assert_int_equal(stat(p1, &s1), 0);
+			assert_int_equal(stat(p2, &s2), 0);
+			if ((s1.st_mode & 07777) != (s2.st_mode & 07777))
+				fail_msg("%s, umask %03o: directory %04o, git's %04o", values[i],
+					 masks[m], s1.st_mode & 07777, s2.st_mode & 07777);
+			free(p1);
+			free(p2);
+			p1 = loose_path(ours, text);
+			p2 = loose_path(git, text);
+			assert_int_equal(stat(p1, &s1), 0);
+			assert_int_equal(stat(p2, &s2), 0);
+			if ((s1.st_mode & 07777) != (s2.st_mode & 07777))
+				fail_msg("%s, umask %03o: object %04o, git's %04o", values[i], masks[m],
+					 s1.st_mode & 07777, s2.st_mode & 07777);
+			umask(old_mask);
+			assert_git(ours, "cat-file -p :s.nix", text);
+			free(p1);
+			free(p2);
+			free(text);
+			rm_repo(ours);
+			rm_repo(git);
+		}
+}
+
+/* An object that is there already is only freshened (its mtime set to now, as git and
+ * libgit2 do, so that a gc running meanwhile does not prune it as old); a dangling
+ * symbolic link where the object should be is replaced by the object. */
+static void test_loose_object_existing(void **unused)
+{
+	char *dir = make_repo();
+	struct gitstage *g = open_ok(dir);
+	struct ws_err err = { 0 };
+	char *path = loose_path(dir, "alpha\n"); /* a.txt's blob, committed */
+	struct stat st;
+
+	assert_int_equal(h_sh("touch -d '30 days ago' '%s'", path), 0);
+	put(dir, "copy.txt", "alpha\n");
+	assert_int_equal(stage1(g, "copy.txt", "alpha\n", 500, &err), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(st.st_mtime > time(NULL) - 60);
+	free(path);
+
+	path = loose_path(dir, "{ linked = true; }\n");
+	{
+		char *fan = strdup(path);
+
+		fan[strlen(fan) - 39] = '\0';
+		(void)mkdir(fan, 0755);
+		free(fan);
+	}
+	assert_int_equal(symlink("/nonexistent/object", path), 0);
+	put(dir, "l.nix", "{ linked = true; }\n");
+	if (stage1(g, "l.nix", "{ linked = true; }\n", 500, &err) < 0)
+		fail_msg("over a dangling link: %s", err.message);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_git(dir, "cat-file -p :l.nix", "{ linked = true; }\n");
+	free(path);
+	gitstage_free(g);
+	rm_repo(dir);
 }
 
 static void test_lock_held_is_busy(void **unused)
@@ -879,6 +982,8 @@ int main(void)
 		cmocka_unit_test(test_no_throwaway_files),
 		cmocka_unit_test(test_loose_object_as_git_writes),
 		cmocka_unit_test(test_loose_object_fallbacks),
+		cmocka_unit_test(test_loose_object_shared_modes),
+		cmocka_unit_test(test_loose_object_existing),
 		cmocka_unit_test(test_many_entries_one_write),
 	};
 	int r;
