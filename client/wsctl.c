@@ -403,6 +403,8 @@ static int conn_fail(const struct conn *c, int r, int timeout_ms)
 	switch (r) {
 	case -ETIMEDOUT:
 		out_err("no reply from the daemon at %s within %g s", c->path, timeout_ms / 1000.0);
+		out_err("the daemon may still carry the request out: 'wsctl list' shows what it "
+			"did");
 		return EXIT_DAEMON;
 	case -ECONNRESET:
 	case -EPIPE:
@@ -1286,7 +1288,9 @@ static const struct command commands[] = {
 	 "  --wait-hostkey   after the create, wait until the workspace's SSH host key is\n"
 	 "                   registered and print its fingerprint\n"
 	 "  --timeout S      with --wait-hostkey: how long to wait (default 600);\n"
-	 "                   otherwise: for the create itself (default: no limit)\n",
+	 "                   otherwise: for the create itself (default: no limit)\n"
+	 "\nNAME: lower-case letters, digits and '-', not first or last; at most 11\n"
+	 "characters for a container (ve-NAME), 12 for a vm (vm-NAME), 53 for incus.\n",
 	 OPT_BIT(OPT_TYPE) | OPT_BIT(OPT_IP) | OPT_BIT(OPT_AUTOSTART) | OPT_BIT(OPT_VERIFY) |
 		 OPT_BIT(OPT_DRYRUN) | OPT_BIT(OPT_WAIT),
 	 true, cmd_create},
@@ -1305,7 +1309,8 @@ static const struct command commands[] = {
 
 static const char global_options_help[] =
 	"  --socket PATH    the daemon's socket (default: $WORKSPACED_SOCKET, else\n"
-	"                   $XDG_RUNTIME_DIR/" WS_SOCKET_NAME ")\n"
+	"                   $XDG_RUNTIME_DIR/" WS_SOCKET_NAME ", else\n"
+	"                   /run/user/UID/" WS_SOCKET_NAME ")\n"
 	"  --json           print the raw result as JSON\n"
 	"  --timeout S      seconds to wait for a reply (default 30; create: no limit)\n"
 	"  -h, --help       show help\n";

@@ -1714,6 +1714,27 @@ static void undo_work_cb(uv_work_t *w)
 	undo_writes((struct write_op *)w);
 }
 
+/* Takes CONFIG_MISSING out of @res's workspace.problems. */
+static void drop_config_missing(struct json_object *res)
+{
+	struct json_object *ws, *probs, *kept, *kind;
+
+	if (!json_object_object_get_ex(res, "workspace", &ws) ||
+	    !json_object_object_get_ex(ws, "problems", &probs) ||
+	    !json_object_is_type(probs, json_type_array))
+		return;
+	kept = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(probs); i++) {
+		struct json_object *p = json_object_array_get_idx(probs, i);
+
+		if (json_object_object_get_ex(p, "kind", &kind) &&
+		    strcmp(json_object_get_string(kind), "CONFIG_MISSING") == 0)
+			continue;
+		json_object_array_add(kept, json_object_get(p));
+	}
+	json_object_object_add(ws, "problems", kept);
+}
+
 static struct json_object *create_result(struct write_op *op, struct ws_entry *e)
 {
 	struct methods *m = op->m;
@@ -1903,6 +1924,7 @@ static void create_done_cb(uv_work_t *w, int status)
 
 		annotate(m, op->new_flake);
 		res = create_result(op, e);
+		drop_config_missing(res); /* the file the create would write */
 		if (op->call)
 			rpc_call_reply(op->call, res);
 		else

@@ -950,7 +950,8 @@ static int clear_stale(const char *path, struct ws_err *err)
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 		return ws_fail(err, -EADDRINUSE, WS_E_BUSY,
-			       "another daemon is already listening on '%s'", path);
+			       "another daemon is already listening on '%s' (stop it, or give "
+			       "this one another --socket)", path);
 	if (errno != ECONNREFUSED && errno != ENOENT)
 		return ws_fail(err, -errno, 0, "cannot probe '%s': %s", path, strerror(errno));
 	if (unlink(path) < 0 && errno != ENOENT)

@@ -233,7 +233,11 @@ class Create(DaemonTest):
         res = self.assertOk(d.create("lab", "vm", dryRun=True))
         self.assertUnchanged(before, repo)
         self.assertFalse(res["staged"])
+        self.assertTrue(res["dryRun"])
+        self.assertNotIn("verify", res)  # nothing was checked
         self.assertEqual(res["workspace"]["ip"], "192.168.83.11")
+        # the workspace file it would write is not reported missing
+        self.assertEqual([p["kind"] for p in res["workspace"]["problems"]], [])
         diff = res["diff"]
         self.assertIn("--- machines/atlas/default.nix", diff)
         self.assertIn("+    workspaces.lab = {\n", diff)
