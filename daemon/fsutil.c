@@ -326,8 +326,7 @@ int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len)
 	return r;
 }
 
-/* How many bytes @a and @b (@n each) have in common from the start. */
-static size_t common_prefix(const char *a, const char *b, size_t n)
+size_t fsutil_common_prefix(const char *a, const char *b, size_t n)
 {
 	size_t i = 0;
 
@@ -489,7 +488,7 @@ int fsutil_replace(const char *path, const void *buf, size_t len, int flags,
 int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		    struct fsutil_tmp *t, struct ws_err *err)
 {
-	struct stat old;
+	struct stat old, mine;
 	bool have_old;
 	const char *what;
 	int r;
@@ -525,7 +524,7 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 	what = "write";
 	if (t->pre) {
 		/* prefilled: the bytes from the first difference on, and no more than @len */
-		size_t same = common_prefix(t->pre, buf, len < t->pre_len ? len : t->pre_len);
+		size_t same = fsutil_common_prefix(t->pre, buf, len < t->pre_len ? len : t->pre_len);
 
 		r = pwrite_all(t->fd, (const char *)buf + same, len - same, (off_t)same);
 		if (r == 0 && len < t->pre_len && ftruncate(t->fd, (off_t)len) < 0)
@@ -549,9 +548,14 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		r = -errno;
 		goto fail;
 	}
-	if (have_old && (old.st_uid != geteuid() || old.st_gid != getegid())) {
-		/* Keep the owner (root editing a user's file); the group alone may also move. */
-		what = "keep the owner of";
+	what = "keep the owner of";
+	if (have_old && fstat(t->fd, &mine) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* Keep the owner (root editing a user's file) and the group (which may differ from
+	 * ours, or come from a set-group-ID directory for a new file). */
+	if (have_old && (old.st_uid != mine.st_uid || old.st_gid != mine.st_gid)) {
 		if (fchown(t->fd, old.st_uid, old.st_gid) < 0) {
 			r = -errno;
 			goto fail;

@@ -59,6 +59,8 @@ int fsutil_tmp_preset(struct fsutil_tmp *t, const void *buf, size_t len);
  * fsutil_tmp_fill() then writes only from the first byte that differs (and truncates), so
  * the sync in the fill has little left to write. The file is never named with these bytes. */
 int fsutil_tmp_prefill(struct fsutil_tmp *t, char *buf, size_t len);
+/* How many bytes @a and @b (@n each) have in common from the start. */
+size_t fsutil_common_prefix(const char *a, const char *b, size_t n);
 /* Names a preset temporary @path (linkat), never replacing a file (-EEXIST,
  * WS_E_FILE_EXISTS), and, unless FSUTIL_NO_DIR_SYNC, fsyncs the directory. Its content was
  * synced before it had a name, so no reader ever sees it half written: the steps of

@@ -194,6 +194,8 @@ struct methods {
 	uv_fs_event_t dir_ev;
 	uv_timer_t dir_timer;
 	uv_timer_t pf_timer;         /* starts the prefill job (spare) PREFILL_DELAY_MS after a write */
+	bool pf_useless;             /* the last create changed the first half of the file: a
+				      * prefilled copy would be written again almost whole */
 	uv_timer_t trim_timer;       /* gives freed memory back once writes pause */
 	uv_timer_t watch_timer;      /* update_watched_names() after a write, once per burst */
 	bool dir_started, dir_inited;
@@ -846,6 +848,10 @@ static void undo_writes(struct write_op *op)
 	size_t len = 0;
 
 	fsutil_tmp_drop(&op->main_tmp);
+	/* the replaced files' blocks first: on a full disk, the copies put back need them */
+	for (size_t i = 0; i < op->n_hold; i++)
+		(void)close(op->hold[i]);
+	op->n_hold = 0;
 	if (op->wrote_index) {
 		if (gitstage_undo(op->git, op->stage_change, op->idx_existed ? op->idx_snap : NULL,
 				  op->idx_snap_len, LOCK_WAIT_MS * 4, &err) < 0) {
@@ -1141,7 +1147,8 @@ static bool prefill_wanted(struct methods *m)
 {
 	struct spare *sp = &m->spare;
 
-	return !m->busy && sp->dir && !sp->pf_pending && sp->pf.fd < 0 && !sp->unsupported &&
+	return !m->busy && !m->pf_useless && sp->dir && !sp->pf_pending && sp->pf.fd < 0 &&
+	       !sp->unsupported &&
 	       m->have_bytes && m->bytes_len > 0;
 }
 
@@ -1935,6 +1942,10 @@ static void create_done_cb(uv_work_t *w, int status)
 	}
 	/* the cache now reflects what we wrote, so our own write is no "outside change" */
 	watch_note_create(m, op->name, op->type);
+	m->pf_useless = 2 * fsutil_common_prefix(op->main_old, op->main_new,
+						 op->main_old_len < op->main_new_len
+							 ? op->main_old_len
+							 : op->main_new_len) < op->main_new_len;
 	cache_set(m, ws_steal(&op->new_flake), op->main_new, op->main_new_len, NULL);
 	if (op->verify == VERIFY_NONE) {
 		op->verify_result = json_object_new_object();

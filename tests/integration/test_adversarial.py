@@ -956,5 +956,59 @@ class HostKeyFiles(Base):
         self.alive(self.d)
 
 
+class DiskFull(DaemonTest):
+    """A create on a disk that is full, or all but: it may succeed or fail, but a failure
+    leaves the work tree, the index and the state as they were. The file's replacement
+    was prefilled before the disk filled up, so the new default.nix is swapped in without
+    needing space, and the index write then fails: putting the old file back must not need
+    space either (it once did, and left default.nix naming a workspace file the undo had
+    removed)."""
+
+    def test_create_on_a_full_disk(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a small file system needs root")
+        mnt = tempfile.mkdtemp(prefix="ws-e2e-full-")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(os.rmdir, mnt)
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        # comments first, so that the new entry goes into the second half of the file
+        # (where a prefilled temporary is made and used)
+        text = "".join("# line %07d %s\n" % (i, "q" * 100) for i in range(5000)) + \
+            fixture("02-nested-block.nix").decode()
+        saved, tempfile.tempdir = tempfile.tempdir, mnt
+        try:
+            repo = self.make_repo(text)
+        finally:
+            tempfile.tempdir = saved
+        repo, d = self.start(repo, verify="none")
+        self.assertIn("result", d.create("warm", "vm"))
+        filler = os.path.join(mnt, "filler")
+        outcomes = []
+        for i, free in enumerate((0, 4096, 12288, 65536, 200000, 600000)):
+            time.sleep(0.3)  # the prefilled temporary is ready
+            before = repo.snapshot()
+            st = os.statvfs(mnt)
+            with open(filler, "wb") as f:
+                f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
+            name = "e%d" % i
+            res = d.create(name, "vm")
+            os.unlink(filler)
+            text_now = repo.read(repo.machine_rel).decode()
+            if "error" in res:
+                outcomes.append("failed")
+                self.assertNotIn("undoIncomplete", res["error"].get("data", {}), res)
+                self.assertUnchanged(before, repo)
+            else:
+                outcomes.append("created")
+                self.assertIn("workspaces.%s" % name, text_now)
+                self.assertTrue(repo.exists("machines/atlas/workspaces/%s.nix" % name))
+                self.assertIn("workspaces.%s" % name,
+                              git(repo.path, "show", ":" + repo.machine_rel))
+        self.assertIn("failed", outcomes)  # the disk really was full
+
+
 if __name__ == "__main__":
     main()

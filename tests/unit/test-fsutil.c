@@ -169,6 +169,33 @@ static void test_new_never_overwrites(void **unused)
  * pages before it are the ones written ahead (their bytes were never rewritten, as a
  * canary in the prefilled copy shows: had they been written again, they would hold the
  * new text's bytes). */
+/* A file in a set-group-ID directory keeps its own group when replaced: a new file there
+ * takes the directory's group, which is not the file's (as root only: a group to give
+ * the directory). */
+static void test_replace_keeps_group_in_setgid_dir(void **unused)
+{
+	char *dir = h_tmpdir();
+	char *p = fsutil_join(dir, "default.nix");
+	struct ws_err err = { 0 };
+	struct stat st;
+
+	if (geteuid() != 0) {
+		free(p);
+		rm_rf(dir);
+		skip();
+	}
+	assert_int_equal(fsutil_replace(p, "old\n", 4, 0, &err), 0);
+	assert_int_equal(chown(p, 0, 0), 0);
+	assert_int_equal(chown(dir, 0, 1), 0);
+	assert_int_equal(chmod(dir, 02755), 0);
+	assert_int_equal(fsutil_replace(p, "new\n", 4, 0, &err), 0);
+	assert_file(p, "new\n");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_gid, 0); /* not the directory's 1 */
+	free(p);
+	rm_rf(dir);
+}
+
 static void test_prefilled_temporary(void **unused)
 {
 	static const struct {
@@ -844,6 +871,7 @@ int main(void)
 		cmocka_unit_test(test_mkdir_p_join_remove),
 		cmocka_unit_test(test_unnamed_temporary),
 		cmocka_unit_test(test_prefilled_temporary),
+		cmocka_unit_test(test_replace_keeps_group_in_setgid_dir),
 		cmocka_unit_test(test_remove_stale_tmps),
 		cmocka_unit_test(test_umask_kept),
 	};
