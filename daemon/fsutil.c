@@ -147,12 +147,13 @@ int fsutil_remove_stale_tmps(const char *dir, const char *base, void (*removed)(
 	return n;
 }
 
-int fsutil_write_all(int fd, const void *buf, size_t len)
+/* write(2) until all @len bytes are out, or pwrite(2) from @off when @off >= 0. */
+static int write_whole(int fd, const void *buf, size_t len, off_t off)
 {
 	const char *p = buf;
 
 	while (len > 0) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = off < 0 ? write(fd, p, len) : pwrite(fd, p, len, off);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -161,27 +162,15 @@ int fsutil_write_all(int fd, const void *buf, size_t len)
 		}
 		p += n;
 		len -= (size_t)n;
+		if (off >= 0)
+			off += n;
 	}
 	return 0;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
+int fsutil_write_all(int fd, const void *buf, size_t len)
 {
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
+	return write_whole(fd, buf, len, -1);
 }
 
 int fsutil_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
@@ -526,7 +515,7 @@ int fsutil_tmp_fill(const char *path, const void *buf, size_t len, int flags,
 		/* prefilled: the bytes from the first difference on, and no more than @len */
 		size_t same = fsutil_common_prefix(t->pre, buf, len < t->pre_len ? len : t->pre_len);
 
-		r = pwrite_all(t->fd, (const char *)buf + same, len - same, (off_t)same);
+		r = write_whole(t->fd, (const char *)buf + same, len - same, (off_t)same);
 		if (r == 0 && len < t->pre_len && ftruncate(t->fd, (off_t)len) < 0)
 			r = -errno;
 		free(t->pre);

@@ -146,6 +146,7 @@ struct write_op {
 	bool spec_running, spec_valid;
 	struct gitstage_entry spec_ent; /* its blob id */
 	int hold[2];                 /* the replaced files, kept open: see hold_old() */
+	size_t same_len;             /* bytes main_old and main_new share from the start */
 	size_t n_hold;
 	char *idx_snap;
 	size_t idx_snap_len;
@@ -1068,18 +1069,31 @@ static void side_start(struct side_job *j, int (*fn)(struct side_job *), struct 
 		j->r = fn(j);
 }
 
-/* Waits for @j; its error goes to @r/@err unless an earlier one is there. */
-static int side_join(struct side_job *j, int r, struct ws_err *err)
+/* Ends @j once its thread is done with it: waiting for that with @wait, else only when it
+ * is done already (false: still running, nothing changed). */
+static bool side_reap(struct side_job *j, bool wait)
 {
 	if (j->started && j->on) {
-		while (sem_wait(&j->done) < 0)
+		if (!wait && sem_trywait(&j->done) < 0)
+			return false;
+		while (wait && sem_wait(&j->done) < 0)
 			; /* EINTR */
 		(void)sem_destroy(&j->done);
 		j->on = NULL;
 	} else if (j->started) {
-		(void)pthread_join(j->thread, NULL);
+		if (!wait && pthread_tryjoin_np(j->thread, NULL) != 0)
+			return false;
+		if (wait)
+			(void)pthread_join(j->thread, NULL);
 	}
 	j->started = false;
+	return true;
+}
+
+/* Waits for @j; its error goes to @r/@err unless an earlier one is there. */
+static int side_join(struct side_job *j, int r, struct ws_err *err)
+{
+	(void)side_reap(j, true);
 	if (r == 0 && j->r < 0) {
 		r = j->r;
 		ws_err_move(err, &j->err);
@@ -1088,19 +1102,11 @@ static int side_join(struct side_job *j, int r, struct ws_err *err)
 	return r;
 }
 
-/* side_join() if the job is done; false (nothing changed) while it runs. */
+/* side_join() if the job is done (its error dropped); false while it runs. */
 static bool side_try_join(struct side_job *j)
 {
-	if (j->started && j->on) {
-		if (sem_trywait(&j->done) < 0)
-			return false;
-		(void)sem_destroy(&j->done);
-		j->on = NULL;
-	} else if (j->started) {
-		if (pthread_tryjoin_np(j->thread, NULL) != 0)
-			return false;
-	}
-	j->started = false;
+	if (!side_reap(j, false))
+		return false;
 	ws_err_clear(&j->err);
 	return true;
 }
@@ -1148,8 +1154,7 @@ static bool prefill_wanted(struct methods *m)
 	struct spare *sp = &m->spare;
 
 	return !m->busy && !m->pf_useless && sp->dir && !sp->pf_pending && sp->pf.fd < 0 &&
-	       !sp->unsupported &&
-	       m->have_bytes && m->bytes_len > 0;
+	       !sp->unsupported && m->have_bytes && m->bytes_len > 0;
 }
 
 static void pf_timer_cb(uv_timer_t *t)
@@ -1707,6 +1712,11 @@ static void create_work_cb(uv_work_t *w)
 		goto out;
 	}
 	r = write_and_stage(op, create_edit, &op->ws_ent, 1);
+	if (r == 0)
+		op->same_len = fsutil_common_prefix(op->main_old, op->main_new,
+						    op->main_old_len < op->main_new_len
+							    ? op->main_old_len
+							    : op->main_new_len);
 out:
 	unload_main(op, f0);
 	if (r < 0 && !op->err.code && !op->err.message[0])
@@ -1942,10 +1952,7 @@ static void create_done_cb(uv_work_t *w, int status)
 	}
 	/* the cache now reflects what we wrote, so our own write is no "outside change" */
 	watch_note_create(m, op->name, op->type);
-	m->pf_useless = 2 * fsutil_common_prefix(op->main_old, op->main_new,
-						 op->main_old_len < op->main_new_len
-							 ? op->main_old_len
-							 : op->main_new_len) < op->main_new_len;
+	m->pf_useless = 2 * op->same_len < op->main_new_len;
 	cache_set(m, ws_steal(&op->new_flake), op->main_new, op->main_new_len, NULL);
 	if (op->verify == VERIFY_NONE) {
 		op->verify_result = json_object_new_object();
