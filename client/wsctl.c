@@ -330,12 +330,14 @@ static void dispatch_event(struct json_object *msg, event_fn on_event, void *use
 
 /* Sends every request of @b in one write and reads until each has its response. Event
  * notifications that arrive meanwhile go to @on_event (may be NULL). Returns 0, -ECONNRESET
- * when the daemon closed first, or a conn_next() error. */
+ * when the daemon closed first (-EPROTO when it had sent replies to requests we never
+ * sent), or a conn_next() error. */
 static int conn_call(struct conn *c, struct batch *b, size_t from, int64_t deadline,
 		     event_fn on_event, void *userdata)
 {
 	WS_AUTOFREE char *out = NULL;
 	size_t out_len = 0, pending = b->n - from;
+	bool stray = false; /* a reply to no request of ours came */
 	FILE *f;
 	int r;
 
@@ -371,8 +373,8 @@ static int conn_call(struct conn *c, struct batch *b, size_t from, int64_t deadl
 		r = conn_next(c, deadline, &msg);
 		if (r < 0)
 			return r;
-		if (r == 0)
-			return -ECONNRESET;
+		if (r == 0) /* closed; after replies to requests never sent, not a silent close */
+			return stray ? -EPROTO : -ECONNRESET;
 		if (out_jstr(msg, "method")) {
 			dispatch_event(msg, on_event, userdata);
 			continue;
@@ -387,10 +389,13 @@ static int conn_call(struct conn *c, struct batch *b, size_t from, int64_t deadl
 		} else if (json_object_is_type(id, json_type_int)) {
 			k = json_object_get_int64(id) - 1;
 		} else {
+			stray = true;
 			continue;
 		}
-		if (k < (int64_t)from || k >= (int64_t)b->n || b->q[k].reply)
+		if (k < (int64_t)from || k >= (int64_t)b->n || b->q[k].reply) {
+			stray = true;
 			continue; /* not an answer we wait for */
+		}
 		b->q[k].reply = ws_steal(&msg);
 		pending--;
 	}
@@ -413,6 +418,10 @@ static int conn_fail(const struct conn *c, int r, int timeout_ms)
 		return EX_UNAVAILABLE;
 	case -EBADMSG:
 		out_err("malformed reply from the daemon at %s (not a JSON-RPC message)", c->path);
+		return EXIT_DAEMON;
+	case -EPROTO:
+		out_err("the daemon at %s answered requests wsctl never sent, then closed the "
+			"connection", c->path);
 		return EXIT_DAEMON;
 	case -EMSGSIZE:
 		out_err("a reply from the daemon at %s is longer than %d bytes", c->path,

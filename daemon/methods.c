@@ -1621,6 +1621,8 @@ static void create_work_cb(uv_work_t *w)
 		 * for by name is the user's informed choice */
 		r = ipam_check(&op->ipam, ip, flake_entries(f0), flake_n_entries(f0), NULL, 0,
 			       &op->err);
+		if (r < 0)
+			ws_err_set_str(&op->err, "ip", op->ip_req);
 		if (r == 0 && (ip < op->ipam.first[op->type] || ip > op->ipam.last[op->type])) {
 			char a[16], b[16];
 

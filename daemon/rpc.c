@@ -567,7 +567,10 @@ static struct json_object *dispatch(struct rpc_conn *c, struct json_object *req,
 	if (!json_object_object_get_ex(req, "method", &method) ||
 	    !json_object_is_type(method, json_type_string))
 		return make_error(id, WS_RPC_INVALID_REQUEST, "\"method\" must be a string");
-	m = find_method(s, json_object_get_string(method));
+	/* a NUL (\u0000) would cut the name short */
+	m = (size_t)json_object_get_string_len(method) == strlen(json_object_get_string(method))
+		    ? find_method(s, json_object_get_string(method))
+		    : NULL;
 	log_debug("request %s from pid %d", json_object_get_string(method), (int)c->pid);
 	if (!m)
 		return has_id ? make_error(id, WS_RPC_METHOD_NOT_FOUND, "method '%s' not found",
@@ -689,6 +692,12 @@ static int conn_line_cb(void *userdata, char *line, size_t len)
 		return 0;
 	if (simple_request(c, line, len))
 		return c->closing ? -ECANCELED : 0;
+	/* json-c's own check lets overlong forms and surrogates through */
+	if (!ws_utf8_valid(line, len)) {
+		conn_send(c, make_error(NULL, WS_RPC_PARSE_ERROR,
+					"parse error: the request is not valid UTF-8"));
+		return 0;
+	}
 	tok = c->srv->tok;
 	json_tokener_reset(tok);
 	/* The terminating NUL goes in too: it ends a number at the end of the line. */

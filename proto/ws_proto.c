@@ -399,3 +399,43 @@ bool ws_sorted_find(const void *base, size_t n, size_t size,
 	*ret_pos = lo;
 	return false;
 }
+
+bool ws_utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+	while (p < end) {
+		unsigned char c = *p;
+		size_t n;
+		unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
+
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			if (c == 0xe0)
+				lo = 0xa0; /* overlong below */
+			else if (c == 0xed)
+				hi = 0x9f; /* surrogates above */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			if (c == 0xf0)
+				lo = 0x90; /* overlong below */
+			else if (c == 0xf4)
+				hi = 0x8f; /* above U+10FFFF */
+		} else {
+			return false; /* a continuation byte, C0/C1 (overlong) or F5-FF */
+		}
+		if ((size_t)(end - p) <= n || p[1] < lo || p[1] > hi)
+			return false;
+		for (size_t i = 2; i <= n; i++)
+			if (p[i] < 0x80 || p[i] > 0xbf)
+				return false;
+		p += n + 1;
+	}
+	return true;
+}

@@ -121,6 +121,10 @@ void json_putp(struct json_object **o);
 /* Binary search of an array sorted by name (strcmp): @n elements of @size bytes from @base,
  * @name_of giving each one's name. Where @name is, or would go (*ret_pos); true when it is
  * there. */
+/* Whether @len bytes of @s are well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+bool ws_utf8_valid(const char *s, size_t len);
+
 bool ws_sorted_find(const void *base, size_t n, size_t size,
 		    const char *(*name_of)(const void *elem), const char *name, size_t *ret_pos);
 

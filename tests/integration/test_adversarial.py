@@ -196,6 +196,21 @@ class JsonRpcInput(Base):
             line.decode("utf-8")
         except UnicodeDecodeError:
             self.fail("the reply is not UTF-8 (the bytes were echoed): %r" % line[:300])
+        # forms json-c's own check lets through: overlong (C0 80, E0 80 80), an encoded
+        # surrogate (ED A0 80), above U+10FFFF (F4 90 80 80): -32700, nothing echoed
+        for bad in (b"\xc0\x80", b"\xc0\xae", b"\xe0\x80\x80", b"\xed\xa0\x80",
+                    b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80"):
+            c.send_raw(b'{"jsonrpc":"2.0","id":"' + bad + b'","method":"nope"}\n')
+            line = c.recv_line()
+            line.decode("utf-8")  # valid UTF-8, or this raises
+            self.assertEqual(json.loads(line)["error"]["code"], -32700, (bad, line))
+        # well-formed multi-byte text is fine (2, 3 and 4 bytes)
+        c.send_raw('{"jsonrpc":"2.0","id":"é€😀","method":"nope"}\n'.encode())
+        r = json.loads(c.recv_line())
+        self.assertEqual((r["id"], r["error"]["code"]), ("é€😀", -32601))
+        # a NUL in the method name does not cut it short
+        r = c.call("daemon.info\u0000junk")
+        self.assertEqual(r["error"]["code"], -32601, r)
         c.send_raw(b'{"jsonrpc":"2.0","id":2,"method":"daemon.info"}\n')
         self.assertEqual(c.recv()["id"], 2)
         self.assertSame(before, self.repo)

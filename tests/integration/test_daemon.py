@@ -146,13 +146,15 @@ class Create(DaemonTest):
         before = repo.snapshot()
         for bad in ("10.0.0.5", "192.168.83.0", "192.168.83.1", "192.168.83.255",
                     "192.168.83.300", "not-an-ip", "192.168.083.5"):
-            self.assertErr(d.create("x1", "container", ip=bad), 1005, "IP_INVALID")
+            err = self.assertErr(d.create("x1", "container", ip=bad), 1005, "IP_INVALID")
+            self.assertEqual(err["data"]["ip"], bad)  # the detail names the address
         err = self.assertErr(d.create("x1", "container", ip="192.168.83.20"), 1005, "IP_INVALID")
         self.assertIn("container range 192.168.83.50-192.168.83.89", err["message"])
         err = self.assertErr(d.create("x1", "container", ip="192.168.83.1"), 1005, "IP_INVALID")
         self.assertIn("gateway", err["message"])
         err = self.assertErr(d.create("x1", "container", ip="192.168.83.51"), 1006, "IP_TAKEN")
         self.assertIn("api", err["message"])
+        self.assertEqual(err["data"]["ip"], "192.168.83.51")
         self.assertUnchanged(before, repo)
         res = self.assertOk(d.create("x1", "container", ip="192.168.83.77"))
         self.assertEqual(res["workspace"]["ip"], "192.168.83.77")

@@ -86,6 +86,7 @@ class FakeDaemon:
         self.after_create = []        # events sent after a create reply
         self.close_after_events = True
         self.close_on = set()         # close the connection instead of answering
+        self.close_after_raw = False  # close the connection after sending a raw reply
         self.requests = []
         self.connections = 0
         self._stop = threading.Event()
@@ -152,6 +153,8 @@ class FakeDaemon:
                         try:
                             conn.sendall(self.raw[m])
                         except OSError:
+                            return
+                        if self.close_after_raw:
                             return
                         continue
                     if m in self.errors:
@@ -650,6 +653,19 @@ class WsctlTest(unittest.TestCase):
         self.d.results["workspace.create"] = {"workspace": 3, "files": {"x": 1}, "verify": []}
         rc, out, err = self.run_wsctl("create", "dev", "--type", "vm")
         self.assertEqual(rc, 0, err)
+
+    def test_reply_to_another_request_then_close(self):
+        """A reply whose id names no request sent, then the connection closed: a reply
+        that is not valid (1), not a daemon that closed without replying (69)."""
+        self.d.raw["workspace.list"] = b'{"jsonrpc":"2.0","id":99999,"result":{"workspaces":[]}}\n'
+        self.d.close_after_raw = True
+        rc, out, err = self.run_wsctl("list")
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("never sent", err)
+        self.d.raw.clear()
+        self.d.close_on.add("workspace.list")  # a close with no reply at all stays 69
+        rc, out, err = self.run_wsctl("list")
+        self.assertEqual(rc, 69, (out, err))
 
 
 if __name__ == "__main__":
