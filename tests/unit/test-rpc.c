@@ -1410,9 +1410,32 @@ static void test_server_close_with_calls(void **state)
 	free(x.dir);
 }
 
+/* ws_utf8_valid() at the edges of each sequence length (RFC 3629, table 3-7 of Unicode). */
+static void test_utf8_valid(void **unused)
+{
+	static const char *const good[] = {
+		"", "plain", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xee\x80\x80",
+		"\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "a\xc3\xa9z",
+	};
+	static const char *const bad[] = {
+		"\x80", "\xbf", "\xc0\x80", "\xc1\xbf", "\xe0\x9f\xbf", "\xed\xa0\x80", "\xed\xbf\xbf",
+		"\xf0\x8f\xbf\xbf", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xfe", "\xff",
+		"\xe2\x82", "\xc3", "\xf0\x90\x80", "a\xc3(z", "\xe2\x28\xa1",
+	};
+
+	for (size_t i = 0; i < WS_ARRAY_SIZE(good); i++)
+		if (!ws_utf8_valid(good[i], strlen(good[i])))
+			fail_msg("good case %zu refused", i);
+	for (size_t i = 0; i < WS_ARRAY_SIZE(bad); i++)
+		if (ws_utf8_valid(bad[i], strlen(bad[i])))
+			fail_msg("bad case %zu accepted", i);
+	assert_true(ws_utf8_valid("a\0b", 3)); /* NUL is a character; the length decides */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_utf8_valid),
 		cmocka_unit_test(test_rows),
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_batches),
