@@ -348,16 +348,15 @@ int fsutil_tmp_prefill(struct fsutil_tmp *t, char *buf, size_t len)
 
 bool fsutil_test_no_link;
 
-/* Gives the unnamed temporary @t the name @name (linkat through /proc/self/fd: an
- * AT_EMPTY_PATH link needs a capability). -EEXIST when the name is taken. */
-static int link_unnamed(struct fsutil_tmp *t, const char *name)
+/* linkat through /proc/self/fd: an AT_EMPTY_PATH link needs a capability. */
+int fsutil_link_unnamed(int fd, const char *path)
 {
 	char proc[64];
 
 	if (fsutil_test_no_link)
 		return -ENOENT; /* as without /proc */
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
-	if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) < 0)
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
 	return 0;
 }
@@ -365,13 +364,6 @@ static int link_unnamed(struct fsutil_tmp *t, const char *name)
 bool fsutil_can_link_unnamed(void)
 {
 	return !fsutil_test_no_link && access("/proc/self/fd", X_OK) == 0;
-}
-
-int fsutil_link_unnamed(int fd, const char *path)
-{
-	struct fsutil_tmp t = {.fd = fd, .unnamed = true};
-
-	return link_unnamed(&t, path);
 }
 
 /* Names the unnamed temporary `.<name>.XXXXXX` next to @path, as fsutil_tmp_make() would
@@ -403,7 +395,7 @@ static int name_unnamed(const char *path, struct fsutil_tmp *t)
 			x = x * 6364136223846793005u + 1442695040888963407u;
 			p[i] = chars[(x >> 33) % (sizeof(chars) - 1)];
 		}
-		r = link_unnamed(t, name);
+		r = fsutil_link_unnamed(t->fd, name);
 		if (r != -EEXIST)
 			break;
 	}
@@ -428,7 +420,7 @@ int fsutil_tmp_link_new(const char *path, struct fsutil_tmp *t, int flags, bool 
 	}
 	r = split_path(path, &dir, &base);
 	if (r == 0)
-		r = link_unnamed(t, path);
+		r = fsutil_link_unnamed(t->fd, path);
 	if (r < 0) {
 		fsutil_tmp_drop(t);
 		if (r == -EEXIST)

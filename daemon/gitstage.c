@@ -385,11 +385,13 @@ bool gitstage_prepare_wanted(const struct gitstage *g)
 	return loose_on(g) && __atomic_load_n(&g->loose_spare, __ATOMIC_ACQUIRE) < 0;
 }
 
+/* An unnamed file in the object directory (its mode is set when it is written). */
 static int loose_open(const struct gitstage *g)
 {
-	int fd = open(g->objdir, O_TMPFILE | O_RDWR | O_CLOEXEC, LOOSE_MODE);
+	struct fsutil_tmp t;
+	int r = fsutil_tmp_prepare(g->objdir, &t);
 
-	return fd < 0 ? -errno : fd;
+	return r < 0 ? r : t.fd;
 }
 
 void gitstage_prepare(struct gitstage *g)

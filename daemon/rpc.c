@@ -904,8 +904,9 @@ int rpc_server_new(uv_loop_t *loop, const struct rpc_method *methods, size_t n_m
 		rpc_server_free(s);
 		return -ENOMEM;
 	}
-	/* invalid UTF-8 is a parse error: nothing we echo may break a client's decoder */
-	json_tokener_set_flags(s->tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	/* invalid UTF-8 is a parse error (conn_line_cb() checks each line with
+	 * ws_utf8_valid(), stricter than json-c's own check, before it parses) */
+	json_tokener_set_flags(s->tok, JSON_TOKENER_STRICT);
 	s->userdata = userdata;
 	s->uid = geteuid();
 	s->gid = (gid_t)-1;
